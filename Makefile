@@ -1,0 +1,34 @@
+# Set-up and the two commands the README opens with. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+export JAX_PLATFORMS ?= cpu
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install test test-fast test-slow demo bench clean
+
+$(STAMP): setup.py
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[envs,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Everything, slow (multi-process, end-to-end) tests included: what CI runs.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests
+
+demo: $(STAMP)
+	@echo "make demo is not there yet: it arrives with the evaluation issue (see README, Status)."; exit 1
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache

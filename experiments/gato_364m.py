@@ -1,0 +1,18 @@
+"""Gato's 364m preset (GATO_SPEC.md table): the paper's batch, schedule and step count."""
+
+from experiments import base
+
+
+def get_config():
+  c = base.base_config()
+  c.num_train_steps = 1_000_000
+  c.checkpoint_every_steps = 2000
+  c.log_every_steps = 100
+  c.model.num_layers = 12
+  c.model.num_heads = 12
+  c.model.embed_dim = 1536
+  c.model.mlp_dim = 6144
+  c.model.head_dim = 128
+  c.data.mixture = "gato_local"
+  c.batch_size = 512
+  return c

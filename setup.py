@@ -1,0 +1,58 @@
+"""gato-jax: a JAX/Flax framework for training Gato-style generalist agents on TPU pods and GPU clusters."""
+
+import setuptools
+
+# Versions resolved and tested together (CPU, Python 3.11). jax is the CPU build; accelerators use the
+# `tpu` or `cuda` extra, which pins the matching jaxlib/plugin of the same jax release.
+JAX_VERSION = "0.10.2"
+
+INSTALL_REQUIRES = [
+    f"jax=={JAX_VERSION}",
+    f"jaxlib=={JAX_VERSION}",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "ml-collections==1.1.0",
+    "sentencepiece==0.2.3",
+    "clu==0.0.12",
+    "tensorboardX==2.6.5",
+    "absl-py>=2.1",
+    "numpy>=2.0,<2.5",
+    "matplotlib==3.11.2",
+    "imageio==2.38.1",
+    "pyyaml>=6.0",
+]
+
+EXTRAS = {
+    # The simulators data_pipelines/ and evaluation drive.
+    "envs": [
+        "gymnasium==1.4.0",
+        "minigrid==3.2.0",
+        "metaworld==3.1.1",
+        "mujoco==3.3.0",
+        "box2d==2.3.10",
+        "pygame-ce==2.5.8",
+    ],
+    "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+    "tpu": [f"jax[tpu]=={JAX_VERSION}"],
+    "cuda": [f"jax[cuda12]=={JAX_VERSION}"],
+}
+
+setuptools.setup(
+    name="gato-jax",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["gato_jax*", "experiments*", "data_pipelines*", "launch*"]),
+    package_data={"data_pipelines": ["**/*.txt", "**/*.model"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+        ],
+    },
+)
