@@ -1,0 +1,1 @@
+"""GKE: a JobSet manifest template for TPU node pools and its renderer."""
