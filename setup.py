@@ -48,11 +48,18 @@ setuptools.setup(
     description=__doc__,
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["gato_jax*", "experiments*", "data_pipelines*", "launch*"]),
-    package_data={"data_pipelines": ["**/*.txt", "**/*.model"]},
+    package_data={
+        "data_pipelines": ["**/*.txt", "**/*.model", "*.md"],
+        "launch": ["*.sh", "*.md", "gke/*.tmpl", "gke/Dockerfile", "slurm/*"],
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
+            "gato-data=gato_jax.data_cli:run",
+            "gato-train=gato_jax.train:run",
+            "gato-model-summary=gato_jax.model_summary:run",
+            "gato-eval=gato_jax.evaluate:run",
         ],
     },
 )

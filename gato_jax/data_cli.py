@@ -1,0 +1,139 @@
+"""`gato-data`: lists the datasets data_pipelines can make and builds them into a data_dir (absl app).
+
+  gato-data list [--data_dir=DIR]
+  gato-data build --dataset=NAME[,NAME...|all] [--episodes=N] [--validation_episodes=M]
+                  [--data_dir=DIR] [--seed=S] [--overwrite] [--config=experiments/tiny_demo.py]
+  gato-data build --dataset=sentencepiece --vocab_size=512 --data_dir=DIR
+  gato-data build --module_import=my_tasks --dataset=my_task   (your own registered ControlTask)
+
+--episodes is the number of train episodes (text: documents, 0 = all; captions: pairs); validation
+gets a tenth of it unless --validation_episodes says otherwise. Without --data_dir / --vocab_size the
+values come from --config (data.data_dir, vocab.text_vocab_size), else ~/tensorflow_datasets and 512.
+A finished dataset is never replaced unless --overwrite is given.
+"""
+
+import importlib
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+SENTENCEPIECE = "sentencepiece"
+DEFAULT_DATA_DIR = "~/tensorflow_datasets"
+DEFAULT_TEXT_VOCAB_SIZE = 512  # the demo's; paper presets pass --config (32000 needs a larger corpus)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (data_dir, vocab size).",
+                                          lock_config=False)
+_DATASET = flags.DEFINE_list("dataset", [], f"Datasets to build (see `gato-data list`), "
+                             f"'{SENTENCEPIECE}', or 'all'.")
+_EPISODES = flags.DEFINE_integer("episodes", None, "Train episodes / documents / pairs; default: the "
+                                 "dataset's own.")
+_VALIDATION = flags.DEFINE_integer("validation_episodes", None, "Validation examples; default a tenth "
+                                   "of --episodes (at least 1).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where datasets are written (TFDS data_dir).")
+_SEED = flags.DEFINE_integer("seed", 0, "Build seed: the same seed gives the same episodes.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild datasets that are already built.")
+_RETURN_EPISODES = flags.DEFINE_integer("return_episodes", 20, "Episodes averaged for the expert and "
+                                        "random returns in the metadata.")
+_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "SentencePiece vocabulary size (text, "
+                                   "sentencepiece).")
+_MODULE_IMPORT = flags.DEFINE_multi_string("module_import", [], "Modules to import first: where your "
+                                           "own register_control_task(...) calls live.")
+_TEXT_FILES = flags.DEFINE_list("text_files", [], "Your own text corpus (globs) instead of the one "
+                                "shipped with Python.")
+
+
+def _data_dir() -> str:
+  if _DATA_DIR.value:
+    return os.path.expanduser(_DATA_DIR.value)
+  if _CONFIG.value is not None:
+    return os.path.expanduser(_CONFIG.value.data.data_dir)
+  return os.path.expanduser(DEFAULT_DATA_DIR)
+
+
+def _vocab_size() -> int:
+  if _VOCAB_SIZE.value:
+    return _VOCAB_SIZE.value
+  if _CONFIG.value is not None:
+    return int(_CONFIG.value.vocab.text_vocab_size)
+  return DEFAULT_TEXT_VOCAB_SIZE
+
+
+def list_datasets(data_dir: str) -> str:
+  """A table of every dataset: name, kind, default size, built or not in data_dir, description."""
+  import data_pipelines
+  from data_pipelines.text import sentencepiece_path
+  import tensorflow as tf
+  rows = [("name", "kind", "default", "in " + data_dir, "description")]
+  for name, entry in sorted(data_pipelines.DATASETS.items()):
+    builder = data_pipelines.make_builder(name, data_dir)
+    if data_pipelines.is_built(builder):
+      splits = builder.info.splits
+      status = f"built ({splits['train'].num_examples}+{splits['validation'].num_examples})"
+    else:
+      status = "-"
+    rows.append((name, entry.kind, str(entry.default_episodes or "all"), status, entry.description))
+  sp = sentencepiece_path(data_dir, _vocab_size())
+  rows.append((SENTENCEPIECE, "vocab", str(_vocab_size()), "built" if tf.io.gfile.exists(sp) else "-",
+               f"SentencePiece model trained on the text corpus -> {sp}"))
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
+
+
+def build_all(names, data_dir: str) -> int:
+  """Builds each dataset; returns the number that failed (each failure is logged, the rest go on)."""
+  import data_pipelines
+  failed = 0
+  for name in names:
+    try:
+      if name == SENTENCEPIECE:
+        path = data_pipelines.build_sentencepiece(data_dir, _vocab_size(), _TEXT_FILES.value or None,
+                                                  overwrite=_OVERWRITE.value)
+        print(f"{SENTENCEPIECE}: {path}")
+        continue
+      report = data_pipelines.build(
+          name, data_dir, episodes=_EPISODES.value, validation_episodes=_VALIDATION.value,
+          seed=_SEED.value, overwrite=_OVERWRITE.value, return_episodes=_RETURN_EPISODES.value,
+          text_vocab_size=_vocab_size(), text_files=_TEXT_FILES.value or None)
+      print(report.summary())
+    except (data_pipelines.DatasetExistsError, ValueError, RuntimeError) as e:
+      logging.error("%s", e)
+      print(f"{name}: FAILED: {e}")
+      failed += 1
+  return failed
+
+
+def main(argv):
+  command = argv[1:]
+  if command not in (["list"], ["build"]):
+    raise app.UsageError(f"expected one command, `list` or `build`; got {command}")
+  import tensorflow_datasets as tfds
+  tfds.disable_progress_bar()  # the builds log their own progress (episodes/s) through absl
+  for module in _MODULE_IMPORT.value:
+    importlib.import_module(module)
+  data_dir = _data_dir()
+  if command == ["list"]:
+    print(list_datasets(data_dir))
+    return 0
+  import data_pipelines
+  names = list(_DATASET.value)
+  if names == ["all"]:
+    names = [SENTENCEPIECE] + sorted(data_pipelines.DATASETS)
+  if not names:
+    raise app.UsageError("build needs --dataset=NAME[,NAME...] (see `gato-data list`) or --dataset=all")
+  unknown = [n for n in names if n != SENTENCEPIECE and n not in data_pipelines.DATASETS]
+  if unknown:
+    raise app.UsageError(f"unknown datasets {unknown}; known: {SENTENCEPIECE}, "
+                         f"{', '.join(sorted(data_pipelines.DATASETS))}")
+  failed = build_all(names, data_dir)
+  return 1 if failed else 0
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
