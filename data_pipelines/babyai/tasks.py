@@ -1,7 +1,9 @@
 """BabyAI levels (minigrid) driven by the BabyAI bot that ships in minigrid, the bot Gato's data used.
 
-Observation: `mission` (text), `direction` (discrete, 4 values) and either `grid`, the 7x7x3 symbolic
-agent view (object, colour, state ids; discrete, 11 values), or for the `_image` variants `image`,
+Observation: `mission` (text), `direction` (discrete, 4 values) and either `grid`, the 7x7 symbolic
+agent view with each cell's (object, colour, state) ids packed into ONE discrete value
+object + 11 * (colour + 6 * state) < 198 (49 tokens a step instead of 147: the context holds three
+times as many timesteps), or for the `_image` variants `image`,
 the same agent view rendered by minigrid at 8 pixels per tile (56x56) and zero-padded by 4 pixels on
 every side to 64x64 (16 patches; sides must be multiples of 16). Action: all 7 minigrid actions
 (left, right, forward, pickup, drop, toggle, done), the same for every level so they share meaning.
@@ -21,7 +23,8 @@ from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 
 NUM_ACTIONS = 7
 VIEW_SIZE = 7
-NUM_GRID_VALUES = 11  # minigrid OBJECT_TO_IDX has 11 ids; colours (6) and states (3) are fewer
+NUM_OBJECTS, NUM_COLORS, NUM_STATES = 11, 6, 3  # minigrid's OBJECT_TO_IDX, COLOR_TO_IDX, STATE_TO_IDX
+NUM_GRID_VALUES = NUM_OBJECTS * NUM_COLORS * NUM_STATES
 TILE_SIZE = 8
 IMAGE_SIZE = 64
 
@@ -51,8 +54,9 @@ def render_view(env) -> np.ndarray:
 
 def _symbolic_observation(raw_obs, env):
   del env
-  return {"direction": np.int32(raw_obs["direction"]), "grid": raw_obs["image"].astype(np.int32),
-          "mission": raw_obs["mission"]}
+  view = raw_obs["image"].astype(np.int32)
+  grid = view[..., 0] + NUM_OBJECTS * (view[..., 1] + NUM_COLORS * view[..., 2])
+  return {"direction": np.int32(raw_obs["direction"]), "grid": grid, "mission": raw_obs["mission"]}
 
 
 def _image_observation(raw_obs, env):
@@ -78,7 +82,7 @@ def _succeeded(episode) -> bool:
 def make_task(name: str, level: str, image: bool = False, max_steps: int = 1000) -> ControlTask:
   """A BabyAI level as a ControlTask (`level` is the gymnasium id, e.g. 'BabyAI-GoToLocal-v0')."""
   view = (FieldSpec("image", (IMAGE_SIZE, IMAGE_SIZE, 3)) if image
-          else FieldSpec("discrete", (VIEW_SIZE, VIEW_SIZE, 3), num_values=NUM_GRID_VALUES))
+          else FieldSpec("discrete", (VIEW_SIZE, VIEW_SIZE), num_values=NUM_GRID_VALUES))
   observation = {"direction": FieldSpec("discrete", (), num_values=4), "mission": FieldSpec("text"),
                  "image" if image else "grid": view}
   spec = TaskSpec(name, observation, ActionSpec("discrete", (), (NUM_ACTIONS,)))
@@ -86,7 +90,7 @@ def make_task(name: str, level: str, image: bool = False, max_steps: int = 1000)
       name=name, spec=spec, make_env=functools.partial(_make_env, level),
       observation_fn=_image_observation if image else _symbolic_observation,
       make_expert=_bot_expert, keep_episode=_succeeded, max_steps=max_steps, reset_fn=_reset,
-      description=f"{level}, BabyAI bot, {'64x64 RGB agent view' if image else '7x7x3 symbolic view'}.")
+      description=f"{level}, BabyAI bot, {'64x64 RGB' if image else '7x7 symbolic (a value a cell)'} agent view.")
 
 
 LEVELS = {
