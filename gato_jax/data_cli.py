@@ -35,6 +35,8 @@ _VALIDATION = flags.DEFINE_integer("validation_episodes", None, "Validation exam
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where datasets are written (TFDS data_dir).")
 _SEED = flags.DEFINE_integer("seed", 0, "Build seed: the same seed gives the same episodes.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild datasets that are already built.")
+_SKIP_BUILT = flags.DEFINE_bool("skip_built", False, "Leave datasets that are already built as they are "
+                                "(instead of failing), e.g. when `make demo` runs again.")
 _RETURN_EPISODES = flags.DEFINE_integer("return_episodes", 20, "Episodes averaged for the expert and "
                                         "random returns in the metadata.")
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "SentencePiece vocabulary size (text, "
@@ -98,7 +100,14 @@ def build_all(names, data_dir: str) -> int:
           seed=_SEED.value, overwrite=_OVERWRITE.value, return_episodes=_RETURN_EPISODES.value,
           text_vocab_size=_vocab_size(), text_files=_TEXT_FILES.value or None)
       print(report.summary())
-    except (data_pipelines.DatasetExistsError, ValueError, RuntimeError) as e:
+    except data_pipelines.DatasetExistsError as e:
+      if _SKIP_BUILT.value:
+        print(f"{name}: already built, kept ({e})")
+        continue
+      logging.error("%s", e)
+      print(f"{name}: FAILED: {e}")
+      failed += 1
+    except (ValueError, RuntimeError) as e:
       logging.error("%s", e)
       print(f"{name}: FAILED: {e}")
       failed += 1
