@@ -11,7 +11,7 @@ def get_config():
   c.model.num_layers = 24
   c.model.num_heads = 16
   c.model.embed_dim = 2048
-  c.model.mlp_dim = 8192
+  c.model.mlp_dim = 5504  # each GEGLU branch: 2/3 of the paper's 8192, rounded up to 43 x 128
   c.model.head_dim = 128
   c.data.mixture = "gato_local"
   c.batch_size = 512

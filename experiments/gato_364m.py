@@ -11,7 +11,7 @@ def get_config():
   c.model.num_layers = 12
   c.model.num_heads = 12
   c.model.embed_dim = 1536
-  c.model.mlp_dim = 6144
+  c.model.mlp_dim = 4096  # each GEGLU branch: 2/3 of the paper's FF hidden 6144 (see base.py)
   c.model.head_dim = 128
   c.data.mixture = "gato_local"
   c.batch_size = 512

@@ -11,7 +11,7 @@ def get_config():
   c.model.num_layers = 8
   c.model.num_heads = 24
   c.model.embed_dim = 768
-  c.model.mlp_dim = 3072
+  c.model.mlp_dim = 2048  # each GEGLU branch: 2/3 of the paper's FF hidden 3072 (see base.py)
   c.model.head_dim = 32
   c.data.mixture = "gato_local"
   c.batch_size = 512

@@ -19,6 +19,7 @@ def get_config():
   c.model.mlp_dim = 512
   c.model.dropout_rate = 0.0
   c.model.resnet_groups = 8
+  c.model.patch_channels = 16  # the patch ResNet runs at every position: keep it cheap on CPU
   c.model.max_length = 256
   c.model.scan_layers = False
   c.data.mixture = "control_demo"

@@ -1,0 +1,97 @@
+"""`config.model` read once into a frozen, hashable dataclass (NNX keeps it as static graph data)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+NORMS = ("layer_norm", "rms_norm")
+POSITION_EMBEDDINGS = ("none", "learned")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+_POSITIVE_INTS = ("num_layers", "num_heads", "head_dim", "embed_dim", "mlp_dim", "max_obs_positions",
+                  "num_patch_positions", "patch_size", "resnet_groups", "patch_channels",
+                  "patch_stem_stride", "max_length")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+  """Every `config.model` value the modules use; field names are the config keys."""
+  num_layers: int
+  num_heads: int
+  head_dim: int
+  embed_dim: int
+  mlp_dim: int
+  dropout_rate: float
+  tie_embeddings: bool
+  max_obs_positions: int
+  num_patch_positions: int
+  patch_size: int
+  resnet_groups: int
+  patch_channels: int
+  patch_stem_stride: int
+  position_embedding: str
+  max_length: int
+  norm_type: str
+  scan_layers: bool
+  remat_policy: str
+  attention_impl: str
+  dtype: str
+  param_dtype: str
+
+  def __post_init__(self):
+    def need(ok, key, expected):
+      if not ok:
+        raise ValueError(f"config.model.{key}={getattr(self, key)!r}; expected {expected}")
+    for key in _POSITIVE_INTS:
+      value = getattr(self, key)
+      need(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, "a positive int")
+    need(0.0 <= self.dropout_rate < 1.0, "dropout_rate", "a rate in [0, 1)")
+    need(self.norm_type in NORMS, "norm_type", f"one of {NORMS}")
+    need(self.position_embedding in POSITION_EMBEDDINGS, "position_embedding",
+         f"one of {POSITION_EMBEDDINGS}")
+    need(self.remat_policy in REMAT_POLICIES, "remat_policy", f"one of {tuple(REMAT_POLICIES)}")
+    need(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
+    need(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
+    need(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
+    need(self.patch_channels % self.resnet_groups == 0, "patch_channels",
+         f"a multiple of resnet_groups={self.resnet_groups} (GroupNorm splits channels into groups)")
+    need(self.patch_size % self.patch_stem_stride == 0, "patch_stem_stride",
+         f"a divisor of patch_size={self.patch_size}")
+
+  @classmethod
+  def from_config(cls, config) -> "ModelOptions":
+    """From `config.model` (a ConfigDict or mapping); names any missing or unknown key."""
+    values = dict(config)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n not in values]
+    if missing:
+      raise ValueError(f"config.model is missing {missing} (see experiments/base.py for defaults)")
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+      raise ValueError(f"config.model has unknown keys {unknown}; known keys: {names}")
+    return cls(**{n: values[n] for n in names})
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def weight_dtype(self):
+    return DTYPES[self.param_dtype]
+
+  @property
+  def remat(self):
+    """None: no rematerialisation; else the `jax.checkpoint` policy of each layer."""
+    return REMAT_POLICIES[self.remat_policy]
+
+  @property
+  def attention_implementation(self):
+    """`implementation` of jax.nn.dot_product_attention: None lets JAX pick for the backend."""
+    return None if self.attention_impl == "auto" else self.attention_impl

@@ -1,0 +1,197 @@
+"""Gato's sequence model: a pre-norm decoder-only transformer with GEGLU, stacked layers and a KV cache.
+
+Layers are always stored stacked (every parameter has a leading `layers` axis, created by nnx.vmap);
+`scan_layers` only chooses how the forward pass runs them: `jax.lax.scan` over the stack (one layer
+compiled once: fast compiles at depth) or an unrolled Python loop over slices (XLA may fuse across
+layers). The parameter tree, and so every checkpoint, is the same either way.
+
+Normalisation: GATO_SPEC.md only says "pre-norm"; LayerNorm (with bias) is the default, as in the
+pre-norm decoders of Gato's time (GPT-2, ViT); `norm_type="rms_norm"` switches to RMSNorm (Gopher,
+T5), which is marginally cheaper. Attention has no biases and no attention-probability dropout (the
+fused kernels of jax.nn.dot_product_attention have none); dropout is applied to each residual branch.
+"""
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from gato_jax.model import logical as lg
+from gato_jax.model.options import REMAT_POLICIES, ModelOptions
+
+
+def dropout(x, rate: float, rng):
+  """Inverted dropout; identity when `rng` is None (evaluation) or the rate is 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def make_norm(options: ModelOptions, rngs: nnx.Rngs):
+  dtypes = dict(dtype=options.compute_dtype, param_dtype=options.weight_dtype, epsilon=1e-6)
+  if options.norm_type == "rms_norm":
+    return nnx.RMSNorm(options.embed_dim, rngs=rngs, scale_metadata=lg.axes(lg.EMBED), **dtypes)
+  return nnx.LayerNorm(options.embed_dim, rngs=rngs, scale_metadata=lg.axes(lg.EMBED),
+                       bias_metadata=lg.axes(lg.EMBED), **dtypes)
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys and values of every layer for decoding, as a plain pytree (pass it through jit).
+
+  key, value  [layers, batch, max_length, heads, head_dim]
+  valid       bool [batch, max_length]: slots holding a non-PAD token (PAD slots are never attended,
+              so a batch of prompts may be left-padded with PAD tokens)
+  index       int32 []: the next slot to write, shared by the batch
+  """
+  key: jax.Array
+  value: jax.Array
+  valid: jax.Array
+  index: jax.Array
+
+  @property
+  def max_length(self) -> int:
+    return self.key.shape[2]
+
+  @classmethod
+  def logical_axes(cls) -> "KVCache":
+    """A KVCache of logical PartitionSpecs: `flax.linen.logical_to_mesh_sharding(KVCache.logical_axes(),
+    mesh, rules)` gives the cache's shardings under the same rules as the activations."""
+    kv = P(lg.LAYERS, lg.BATCH, lg.LENGTH, lg.HEADS, lg.KV)
+    return cls(key=kv, value=kv, valid=P(lg.BATCH, lg.LENGTH), index=P())
+
+
+class Attention(nnx.Module):
+  """Multi-head causal self-attention through jax.nn.dot_product_attention."""
+
+  def __init__(self, options: ModelOptions, *, rngs: nnx.Rngs):
+    o = options
+    e, h, d = o.embed_dim, o.num_heads, o.head_dim
+    einsum = functools.partial(nnx.Einsum, dtype=o.compute_dtype, param_dtype=o.weight_dtype,
+                               rngs=rngs)
+    in_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0, out_axis=(1, 2))
+    out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
+    qkv = lg.axes(lg.EMBED, lg.HEADS, lg.KV)
+    self.query = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
+    self.key = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
+    self.value = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
+    self.out = einsum("blhd,hde->ble", (h, d, e), kernel_init=out_init,
+                      kernel_metadata=lg.axes(lg.HEADS, lg.KV, lg.EMBED))
+    self.implementation = o.attention_implementation
+
+  def __call__(self, x, cache=None):
+    """x [B, S, E] -> ([B, S, E], the chunk's (keys, values) [B, S, H, D] when `cache` is given).
+
+    cache: None for a causal pass over the whole sequence, else (keys [B, T, H, D], values,
+    mask bool [B, 1, S, T], index): the layer's cache before this chunk, whose slots start at `index`.
+    """
+    q = lg.constrain(self.query(x), lg.ATTENTION_HEADS)
+    k = lg.constrain(self.key(x), lg.ATTENTION_HEADS)
+    v = lg.constrain(self.value(x), lg.ATTENTION_HEADS)
+    if cache is None:
+      y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
+      new_cache = None
+    else:
+      keys, values, mask, index = cache
+      new_cache = (k.astype(keys.dtype), v.astype(values.dtype))
+      keys = jax.lax.dynamic_update_slice(keys, new_cache[0], (0, index, 0, 0))
+      values = jax.lax.dynamic_update_slice(values, new_cache[1], (0, index, 0, 0))
+      # The cache path always needs an explicit mask (slot validity), so it uses the XLA kernel.
+      y = jax.nn.dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask=mask,
+                                       implementation="xla")
+    y = lg.constrain(y, lg.ATTENTION_HEADS)
+    return lg.constrain(self.out(y), lg.ACTIVATION), new_cache
+
+
+class GegluMlp(nnx.Module):
+  """GEGLU feed-forward: (gelu(x W_gate) * x W_up) W_down, both hidden branches `mlp_dim` wide."""
+
+  def __init__(self, options: ModelOptions, *, rngs: nnx.Rngs):
+    o = options
+    linear = functools.partial(nnx.Linear, use_bias=False, dtype=o.compute_dtype,
+                               param_dtype=o.weight_dtype, rngs=rngs)
+    hidden = lg.axes(lg.EMBED, lg.MLP)
+    self.gate = linear(o.embed_dim, o.mlp_dim, kernel_metadata=hidden)
+    self.up = linear(o.embed_dim, o.mlp_dim, kernel_metadata=hidden)
+    self.down = linear(o.mlp_dim, o.embed_dim, kernel_metadata=lg.axes(lg.MLP, lg.EMBED))
+
+  def __call__(self, x):
+    h = jax.nn.gelu(lg.constrain(self.gate(x), lg.MLP_HIDDEN)) * lg.constrain(self.up(x), lg.MLP_HIDDEN)
+    return lg.constrain(self.down(h), lg.ACTIVATION)
+
+
+class DecoderLayer(nnx.Module):
+  """x + dropout(attention(norm(x))), then x + dropout(mlp(norm(x)))."""
+
+  def __init__(self, options: ModelOptions, *, rngs: nnx.Rngs):
+    self.attention_norm = make_norm(options, rngs)
+    self.attention = Attention(options, rngs=rngs)
+    self.mlp_norm = make_norm(options, rngs)
+    self.mlp = GegluMlp(options, rngs=rngs)
+    self.dropout_rate = options.dropout_rate
+
+  def __call__(self, x, rng=None, cache=None):
+    attention_rng, mlp_rng = jax.random.split(rng) if rng is not None else (None, None)
+    y, new_cache = self.attention(self.attention_norm(x), cache)
+    x = lg.constrain(x + dropout(y, self.dropout_rate, attention_rng), lg.ACTIVATION)
+    y = self.mlp(self.mlp_norm(x))
+    x = lg.constrain(x + dropout(y, self.dropout_rate, mlp_rng), lg.ACTIVATION)
+    return x, new_cache
+
+
+class SequenceModel(nnx.Module):
+  """`num_layers` stacked decoder layers and the final norm: [B, S, E] -> [B, S, E]."""
+
+  def __init__(self, options: ModelOptions, *, rngs: nnx.Rngs):
+    self.num_layers = options.num_layers
+    self.scan_layers = options.scan_layers
+    self.remat_policy = options.remat_policy
+
+    @nnx.split_rngs(splits=options.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: lg.LAYERS})
+    def stacked(rngs):
+      return DecoderLayer(options, rngs=rngs)
+
+    self.layers = stacked(rngs)
+    self.final_norm = make_norm(options, rngs)
+
+  def __call__(self, x, *, rng=None, cache=None):
+    """Runs every layer.
+
+    Args:
+      x: [B, S, E] embeddings.
+      rng: dropout key when training, else None.
+      cache: None for a causal pass over x, else (keys [layers, B, T, H, D], values, mask
+        bool [B, 1, S, T], index), the chunk being written at slots index .. index + S - 1.
+    Returns:
+      (final-normed [B, S, E], the chunk's (keys, values) [layers, B, S, H, D], or None without a
+      cache; the caller writes them into the stacked cache in one update, in place under donation).
+    """
+    graphdef, params = nnx.split(self.layers)
+    rngs = jax.random.split(rng, self.num_layers) if rng is not None else None
+    kv = None if cache is None else cache[:2]
+    shared = None if cache is None else cache[2:]
+
+    def layer(x, xs):
+      layer_params, layer_rng, layer_kv = xs
+      layer_cache = None if layer_kv is None else (*layer_kv, *shared)
+      return nnx.merge(graphdef, layer_params)(x, layer_rng, layer_cache)
+
+    policy = REMAT_POLICIES[self.remat_policy]
+    if policy is not None:
+      layer = jax.checkpoint(layer, policy=policy, prevent_cse=not self.scan_layers)
+    xs = (params, rngs, kv)
+    if self.scan_layers:
+      x, new_kv = jax.lax.scan(layer, x, xs)
+    else:
+      outputs = []
+      for i in range(self.num_layers):
+        x, layer_kv = layer(x, jax.tree.map(lambda a, i=i: a[i], xs))
+        outputs.append(layer_kv)
+      new_kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outputs)
+    return self.final_norm(x), new_kv
+
