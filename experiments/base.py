@@ -24,15 +24,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_heads = 24
   c.model.head_dim = 32
   c.model.embed_dim = 768
-  c.model.mlp_dim = 3072
+  # Width of EACH GEGLU branch (gate and up). 2/3 of the paper's FF hidden (3072 here) keeps the
+  # paper's feed-forward parameter count 2 * width * FF (GLU-variants convention, Shazeer 2020).
+  c.model.mlp_dim = 2048
   c.model.dropout_rate = 0.1
   c.model.tie_embeddings = True
   c.model.max_obs_positions = 512  # local observation position table (app.)
   c.model.num_patch_positions = 128  # row / column patch position tables (app.)
   c.model.patch_size = 16
   c.model.resnet_groups = 32  # GroupNorm groups in the patch ResNet block (app.)
+  c.model.patch_channels = 128  # channels of the patch ResNet (a multiple of resnet_groups)
+  c.model.patch_stem_stride = 4  # stem conv kernel = stride: 16x16 pixels -> a 4x4 map per patch
   c.model.position_embedding = "none"  # "none" (the paper: local positions only) or "learned"
   c.model.max_length = 1024  # KV cache / learned positions length
+  c.model.norm_type = "layer_norm"  # pre-norm: layer_norm | rms_norm
+  c.model.attention_impl = "auto"  # jax.nn.dot_product_attention implementation: auto | xla | cudnn
   c.model.scan_layers = True
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
   c.model.dtype = "float32"  # activations: float32 or bfloat16
@@ -44,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.sequence_length = 1024
   c.data.prompt_probability = 0.25
   c.data.prompt_end_fraction = 0.5  # of prompts, the share taken from the end of the other episode
+  # A prompt is k whole timesteps, k uniform in [1, k_max]: the most that fit in this share of L.
+  c.data.max_prompt_fraction = 0.5
   c.data.shuffle_buffer = 1000
 
   c.batch_size = 512  # global, across every process
@@ -70,6 +78,35 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep_last = 3
   c.checkpoint.keep_every = 0  # also keep every M-th step forever; 0 disables
   c.checkpoint.async_save = True
+  c.checkpoint.restore_data_iterator = True  # False: resume the state but restart input from the seed
+  c.checkpoint.export_params = True  # at the end, params alone to <workdir>/params for evaluation
 
-  c.on_nonfinite = "stop"  # stop | skip
+  c.on_nonfinite = "stop"  # stop (report the step and tasks, exit) | skip (drop that update)
+  c.peak_flops_per_device = 0.0  # for MFU; 0 = known accelerator table, or measured on CPU
+
+  # Evaluation of checkpoints (gato-eval): online rollouts in the data's simulators, offline metrics.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.tasks = ""  # comma-separated control tasks; empty = every control task of the mixture
+  c.eval.episodes_per_task = 50  # the paper's 50 rollouts per task
+  c.eval.max_steps = 0  # per episode; 0 = the task's own limit
+  c.eval.greedy = False  # argmax instead of sampling the action tokens
+  c.eval.temperature = 1.0  # sampling temperature when not greedy
+  c.eval.seed = 0  # action sampling and prompt choice; env seeds: data_pipelines' evaluation range
+  c.eval.num_envs = 10  # episodes of a task run side by side (one batched decode per step)
+  c.eval.prompt = "demo"  # demo: a successful validation episode of the task first; none: no prompt
+  c.eval.prompt_tokens = 0  # at most this many prompt tokens (its end, timestep-aligned); 0 = L / 2
+  c.eval.roll_keep = 0.75  # when the window is full, keep prompt + latest steps within this share of L
+  c.eval.context_length = 0  # rolling window L of the agent; 0 = data.sequence_length
+  c.eval.confidence = 0.95  # level of the bootstrap interval of each task's score
+  c.eval.bootstrap_samples = 2000
+  c.eval.offline = True  # per-task loss / action accuracy on the validation split
+  c.eval.offline_batch_size = 16
+  c.eval.offline_batches = 8  # batches per task (0 = the whole split)
+  c.eval.captions = 16  # captions to generate (greedy and at temperature 0.9); 0 disables
+  c.eval.caption_temperature = 0.9
+  c.eval.caption_max_tokens = 24
+  c.eval.gif = True  # a GIF of one rollout per task
+  c.eval.gif_max_frames = 150
+  c.eval.watch_interval_s = 30.0  # --watch: how often to look for a new checkpoint
+  c.eval.watch_timeout_s = 0.0  # --watch: give up after this long without a new checkpoint; 0 = never
   return c
