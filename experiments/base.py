@@ -35,6 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.resnet_groups = 32  # GroupNorm groups in the patch ResNet block (app.)
   c.model.patch_channels = 128  # channels of the patch ResNet (a multiple of resnet_groups)
   c.model.patch_stem_stride = 4  # stem conv kernel = stride: 16x16 pixels -> a 4x4 map per patch
+  # Image positions the patch ResNet encodes per sequence: -1 = every position (no gather), K > 0 =
+  # the first K image positions are gathered and encoded, 0 = no image encoder at run time (for
+  # image-free mixtures). Image positions beyond K embed as NaN, so the non-finite check stops the run.
+  c.model.max_image_tokens = -1
   c.model.position_embedding = "none"  # "none" (the paper: local positions only) or "learned"
   c.model.max_length = 1024  # KV cache / learned positions length
   c.model.norm_type = "layer_norm"  # pre-norm: layer_norm | rms_norm
@@ -106,7 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.caption_temperature = 0.9
   c.eval.caption_max_tokens = 24
   c.eval.gif = True  # a GIF of one rollout per task
-  c.eval.gif_max_frames = 150
+  c.eval.gif_max_frames = 60  # frames spread evenly over the episode
   c.eval.watch_interval_s = 30.0  # --watch: how often to look for a new checkpoint
   c.eval.watch_timeout_s = 0.0  # --watch: give up after this long without a new checkpoint; 0 = never
   return c

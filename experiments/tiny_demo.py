@@ -19,7 +19,8 @@ def get_config():
   c.model.mlp_dim = 512
   c.model.dropout_rate = 0.0
   c.model.resnet_groups = 8
-  c.model.patch_channels = 16  # the patch ResNet runs at every position: keep it cheap on CPU
+  c.model.patch_channels = 16
+  c.model.max_image_tokens = 0  # control_demo has no image field: skip the patch ResNet entirely
   c.model.max_length = 256
   c.model.scan_layers = False
   c.data.mixture = "control_demo"

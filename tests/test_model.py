@@ -322,3 +322,29 @@ def test_tiny_preset_trains_a_few_steps_on_random_features():
     losses.append(float(loss))
   assert np.isfinite(losses).all()
   assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_gathered_patch_encoder_equals_encoding_every_position(tiny):
+  """max_image_tokens=K gathers the first K image positions: with K >= the images of every sequence the
+  logits equal the every-position encoder; K too small or 0 makes the sequences with missed images NaN
+  (loud: the non-finite check stops training) and leaves the other sequences exact."""
+  inputs = model_inputs(tiny.batch)
+  per_sequence = (inputs["kinds"] == TokenKind.IMAGE).sum(axis=1)
+  reference = np.asarray(tiny.forward(tiny.params, inputs))
+  for k, exact in ((int(per_sequence.max()), True), (1, False), (0, False)):
+    config = tiny_config(dropout_rate=0.1, max_image_tokens=k)
+    graphdef = nnx.graphdef(Gato(config.model, tiny.layout, nnx.Rngs(0)))
+    logits = np.asarray(jax.jit(lambda p, f: nnx.merge(graphdef, p)(f))(tiny.params, inputs))
+    if exact:
+      np.testing.assert_allclose(logits, reference, rtol=1e-5, atol=1e-5)
+    else:
+      missed = per_sequence > k
+      assert missed.any() and (~missed).any()
+      assert np.isnan(logits[missed]).any(axis=(1, 2)).all()
+      np.testing.assert_allclose(logits[~missed], reference[~missed], rtol=1e-5, atol=1e-5)
+  no_images = {**inputs, "kinds": np.where(inputs["kinds"] == TokenKind.IMAGE, TokenKind.OBS_DISCRETE,
+                                           inputs["kinds"]).astype(np.int32)}
+  config = tiny_config(dropout_rate=0.1, max_image_tokens=0)
+  graphdef = nnx.graphdef(Gato(config.model, tiny.layout, nnx.Rngs(0)))
+  np.testing.assert_allclose(np.asarray(jax.jit(lambda p, f: nnx.merge(graphdef, p)(f))(tiny.params, no_images)),
+                             np.asarray(tiny.forward(tiny.params, no_images)), rtol=1e-5, atol=1e-5)

@@ -36,6 +36,7 @@ class ModelOptions:
   resnet_groups: int
   patch_channels: int
   patch_stem_stride: int
+  max_image_tokens: int
   position_embedding: str
   max_length: int
   norm_type: str
@@ -53,6 +54,8 @@ class ModelOptions:
       value = getattr(self, key)
       need(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, "a positive int")
     need(0.0 <= self.dropout_rate < 1.0, "dropout_rate", "a rate in [0, 1)")
+    need(isinstance(self.max_image_tokens, int) and self.max_image_tokens >= -1, "max_image_tokens",
+         "-1 (encode every position), 0 (no images) or a positive count per sequence")
     need(self.norm_type in NORMS, "norm_type", f"one of {NORMS}")
     need(self.position_embedding in POSITION_EMBEDDINGS, "position_embedding",
          f"one of {POSITION_EMBEDDINGS}")
