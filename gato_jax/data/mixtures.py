@@ -1,0 +1,188 @@
+"""Task mixtures with rates: the defaults (control_demo, gato_local), user mixtures, and their checks.
+
+    from gato_jax.data import mixtures
+    mixtures.register_mixture("my_mix", {"cartpole": 1.0, "my_robot": 3.0})
+    # or in a config: c.data.mixture = "cartpole:1,my_robot:3"
+
+Each example of a mixture carries `task_index`: the position of its task in `mixture.tasks`
+(seqio orders them by name; `task_names(mixture)` lists them).
+- control_demo: what the CPU demo trains on: CartPole, BabyAI GoToRedBall, Meta-World reach, equal rates.
+- gato_local: every registered dataset; the paper's domain shares (85% control split evenly over the
+  control tasks, 10% text, 5% captions), renormalised over the domains present.
+"""
+
+from typing import Iterable, Mapping, Optional
+import zlib
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from gato_jax.data import sources
+from gato_jax.data.sources import DatasetRef
+
+CONTROL_DEMO = {"cartpole": 1.0, "babyai_gotoredball": 1.0, "metaworld_reach": 1.0}
+DOMAIN_SHARES = {"control": 0.85, "text": 0.10, "captions": 0.05}
+
+
+def stream_seed(seed: int, *parts) -> int:
+  """A seed derived from `seed` and `parts` (ints or strings), stable across runs and machines."""
+  words = [int(seed)] + [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts]
+  return int(np.random.SeedSequence(words).generate_state(1)[0] % (2**31 - 1))
+
+
+class GatoMixture(seqio.Mixture):
+  """A seqio.Mixture whose examples carry `task_index` (the task's position in `self.tasks`) and whose
+  tasks draw independent windows, prompts and shuffles: each reads with its own seed derived from the
+  mixture's seed and the task name."""
+
+  def get_task_dataset(self, task, output_feature_keys, sequence_length=None, split="train",
+                       use_cached=False, shuffle=True, seed=None, shard_info=None, num_epochs=None,
+                       trim_output_features=True, try_in_mem_cache=True) -> tf.data.Dataset:
+    ds = super().get_task_dataset(task, output_feature_keys, sequence_length, split, use_cached, shuffle,
+                                  None if seed is None else stream_seed(seed, task.name), shard_info,
+                                  num_epochs, trim_output_features, try_in_mem_cache)
+    index = task_names(self).index(task.name)
+    add_index = tf.autograph.experimental.do_not_convert(
+        lambda ex: {**ex, "task_index": tf.constant(index, tf.int32)})
+    return ds.map(add_index, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def task_names(mixture: seqio.Mixture) -> list[str]:
+  """The mixture's task names in `task_index` order."""
+  return [t.name for t in mixture.tasks]
+
+
+def check_rates(name: str, rates: Mapping[str, float]) -> dict[str, float]:
+  """Refuses unknown tasks and rates <= 0, naming them."""
+  if not rates:
+    raise ValueError(f"mixture {name!r} names no tasks")
+  known = set(seqio.TaskRegistry.names())
+  unknown = sorted(t for t in rates if t not in known)
+  if unknown:
+    raise ValueError(f"mixture {name!r} names unknown task(s) {unknown}; registered tasks: "
+                     f"{sorted(known) if len(known) < 60 else f'{len(known)} tasks'} (datasets of "
+                     "data_pipelines.registry, or a task added with register_control_task before "
+                     "gato_jax.data.tasks.register_all)")
+  bad = {t: r for t, r in rates.items() if not (isinstance(r, (int, float)) and r > 0)}
+  if bad:
+    raise ValueError(f"mixture {name!r}: rates must be numbers > 0, got {bad}")
+  return {t: float(r) for t, r in rates.items()}
+
+
+_DEFINITIONS: dict[str, dict[str, float]] = {}  # registered by us: name -> rates
+_PENDING: dict[str, dict[str, float]] = {}  # default mixtures missing some of their tasks
+
+
+def register_mixture(name: str, rates: Mapping[str, float]) -> GatoMixture:
+  """Registers a mixture of registered tasks with relative rates (idempotent for the same rates)."""
+  rates = check_rates(name, rates)
+  if name in seqio.MixtureRegistry.names():
+    if _DEFINITIONS.get(name) == rates:
+      return seqio.MixtureRegistry.get(name)
+    if name not in _DEFINITIONS:
+      raise ValueError(f"a seqio Mixture named {name!r} was registered outside gato_jax.data")
+    seqio.MixtureRegistry.remove(name)
+  if name in seqio.TaskRegistry.names():
+    raise ValueError(f"mixture name {name!r} is already a task name; choose another")
+  mixture = GatoMixture(name, list(rates.items()))
+  seqio.MixtureRegistry.add_provider(name, mixture)
+  _DEFINITIONS[name] = rates
+  return mixture
+
+
+def default_mixture_rates(datasets: Iterable[DatasetRef]) -> dict[str, dict[str, float]]:
+  """{mixture name: {task: rate}} of the default mixtures over `datasets`."""
+  datasets = list(datasets)
+  by_kind: dict[str, list[str]] = {}
+  for ref in datasets:
+    by_kind.setdefault(ref.kind, []).append(ref.name)
+  gato_local = {}
+  for kind, names in by_kind.items():
+    for n in names:
+      gato_local[n] = DOMAIN_SHARES[kind] / len(names)
+  return {"control_demo": dict(CONTROL_DEMO), "gato_local": gato_local}
+
+
+def register_default_mixtures(datasets: Iterable[DatasetRef]) -> list[str]:
+  """Registers every default mixture whose tasks are all among `datasets` (and registered); the others
+  are dropped from the registry and kept pending, so asking for them names what they miss."""
+  datasets = list(datasets)
+  present = {r.name for r in datasets} & set(seqio.TaskRegistry.names())
+  done = []
+  for name, rates in default_mixture_rates(datasets).items():
+    if rates and set(rates) <= present:
+      register_mixture(name, rates)
+      _PENDING.pop(name, None)
+      done.append(name)
+    else:
+      if name in _DEFINITIONS:
+        seqio.MixtureRegistry.remove(name)
+        del _DEFINITIONS[name]
+      _PENDING[name] = rates
+  return done
+
+
+def parse_mixture(spec: str) -> dict[str, float]:
+  """'task:rate,task:rate' (a bare task name has rate 1) -> {task: rate}."""
+  rates = {}
+  for part in spec.split(","):
+    part = part.strip()
+    if not part:
+      continue
+    name, _, rate = part.partition(":")
+    try:
+      rates[name.strip()] = float(rate) if rate else 1.0
+    except ValueError:
+      raise ValueError(f"mixture {spec!r}: rate {rate!r} of task {name!r} is not a number") from None
+  return rates
+
+
+def get_mixture(spec: str) -> seqio.Mixture:
+  """A registered mixture by name, a single registered task (as a one-task mixture), or an inline
+  'task:rate,...' mixture (registered under that string)."""
+  if spec in seqio.MixtureRegistry.names():
+    mixture = seqio.MixtureRegistry.get(spec)
+    if not isinstance(mixture, GatoMixture):  # registered with plain seqio: same tasks and rates
+      mixture = GatoMixture(mixture.name, [(t, mixture.get_rate(t)) for t in mixture.tasks])
+    return mixture
+  if spec in _PENDING:
+    missing = sorted(t for t in _PENDING[spec] if t not in seqio.TaskRegistry.names())
+    check_rates(spec, _PENDING[spec])  # raises when a task is not registered at all
+    raise ValueError(f"mixture {spec!r} names unknown task(s) {missing or sorted(_PENDING[spec])}: they are "
+                     "not among the datasets registered by the last gato_jax.data.tasks.register_all")
+  if ":" in spec or "," in spec or spec in seqio.TaskRegistry.names():
+    return register_mixture(spec, parse_mixture(spec))
+  raise ValueError(f"unknown mixture {spec!r}: registered mixtures {sorted(seqio.MixtureRegistry.names())}; "
+                   "or give 'task:rate,task:rate' with registered task names")
+
+
+def min_timestep_tokens(ref_spec) -> int:
+  """Fewest tokens one timestep of a TaskSpec can have (text fields counted as 0)."""
+  obs = sum(f.size for _, f in ref_spec.observation_fields())
+  return obs + 1 + ref_spec.action.size
+
+
+def check_sequence_length(mixture_name: str, names: Iterable[str], length: int,
+                          datasets: Mapping[str, DatasetRef], data_dir: Optional[str] = None) -> None:
+  """Refuses a sequence length L whose window (L + 1 tokens) cannot hold one timestep of a control
+  task, or one image of a captions task, naming the task."""
+  for name in names:
+    ref = datasets.get(name)
+    if ref is None or ref.kind == "text":
+      continue
+    if ref.kind == "control":
+      spec = ref.spec if ref.spec is not None else sources.read_task_spec(name, data_dir)
+      need = min_timestep_tokens(spec)
+      what = f"one timestep ({need} tokens: observation, separator, {spec.action.size} action tokens)"
+    else:
+      if data_dir is None or not sources.dataset_exists(name, data_dir):
+        continue
+      shape = sources.read_builder(name, data_dir).info.features["image"].shape
+      if shape[0] is None or shape[1] is None:
+        continue
+      need = (shape[0] // 16) * (shape[1] // 16) + 1
+      what = f"one image and a caption token ({need} tokens)"
+    if length + 1 < need:
+      raise ValueError(f"mixture {mixture_name!r}: sequence length {length} is too short for {what} "
+                       f"of task {name!r}; raise config.data.sequence_length to at least {need - 1}")

@@ -1,0 +1,153 @@
+"""One seqio.Task per dataset, registered lazily and idempotently from the config.
+
+    from gato_jax.data import tasks
+    tasks.register_all(config)           # every dataset of data_pipelines.registry + default mixtures
+    seqio.get_mixture_or_task("cartpole").get_dataset(tasks.task_feature_lengths(256), "train")
+
+Task names are the dataset names. Registration reads nothing from disk for the datasets
+data_pipelines lists (their TaskSpecs come from the registry); it re-registers a task only when its
+options (data_dir, vocabulary, prompting, ...) changed, so calling it again is cheap and picks up
+control tasks added since with `data_pipelines.register_control_task`.
+"""
+
+import dataclasses
+import functools
+from typing import Iterable, Mapping, Optional
+
+import seqio
+import tensorflow as tf
+
+from gato_jax.data import preprocessors, sources
+from gato_jax.data.feature_converter import task_feature_lengths
+from gato_jax.data.sources import DatasetRef
+from gato_jax.data.vocabulary import GatoVocabulary
+from gato_jax.tokenizers import VocabLayout
+
+__all__ = ["TaskOptions", "make_task", "output_features", "register_all", "task_feature_lengths"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+  """Everything a task's preprocessing depends on (hashable: it fingerprints registrations)."""
+  data_dir: str
+  layout: VocabLayout
+  sentencepiece_model: str
+  prompt_probability: float = 0.25
+  prompt_end_fraction: float = 0.5
+  max_prompt_fraction: float = 0.5
+  shuffle_buffer: int = 1000
+  max_obs_positions: int = 512
+  num_patch_positions: int = 128
+
+  def __post_init__(self):
+    for name in ("prompt_probability", "prompt_end_fraction", "max_prompt_fraction"):
+      value = getattr(self, name)
+      if not 0.0 <= value <= 1.0:
+        raise ValueError(f"config.data.{name} must be in [0, 1], got {value}")
+    if self.shuffle_buffer < 1:
+      raise ValueError(f"config.data.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+
+  @classmethod
+  def from_config(cls, config, **overrides) -> "TaskOptions":
+    data = config.data
+    data_dir = sources.expand_data_dir(data.data_dir)
+    options = dict(
+        data_dir=data_dir, layout=VocabLayout.from_config(config.vocab),
+        sentencepiece_model=sources.sentencepiece_path(config.vocab, data_dir),
+        prompt_probability=float(data.prompt_probability),
+        prompt_end_fraction=float(data.prompt_end_fraction),
+        max_prompt_fraction=float(data.get("max_prompt_fraction", 0.5)),
+        shuffle_buffer=int(data.shuffle_buffer),
+        max_obs_positions=int(config.model.max_obs_positions),
+        num_patch_positions=int(config.model.num_patch_positions))
+    options.update(overrides)
+    return cls(**options)
+
+  @property
+  def vocabulary(self) -> GatoVocabulary:
+    return _vocabulary(self.layout, self.sentencepiece_model)
+
+
+@functools.lru_cache(maxsize=None)
+def _vocabulary(layout, path) -> GatoVocabulary:
+  return GatoVocabulary(layout, path)  # one object per model: SentencePiece is loaded once
+
+
+def output_features(vocabulary: GatoVocabulary) -> dict[str, seqio.Feature]:
+  """The task-level features (see feature_converter for their shapes)."""
+  def other(dtype, rank):
+    return seqio.ContinuousFeature(dtype=dtype, rank=rank, required=True)
+  return {
+      "tokens": seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32, rank=1),
+      "kinds": other(tf.int32, 1),
+      "obs_positions": other(tf.int32, 1),
+      "patches": other(tf.uint8, 4),
+      "patch_rows": other(tf.int32, 2),
+      "patch_cols": other(tf.int32, 2),
+  }
+
+
+def make_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
+  """The (unregistered) seqio.Task reading dataset `ref` with `options`."""
+  vocabulary = options.vocabulary
+  data_dir = options.data_dir
+  if ref.kind == "control":
+    spec = ref.spec if ref.spec is not None else sources.read_task_spec(ref.name, data_dir)
+    source = sources.EpisodeSource(ref.name, data_dir, spec)
+    steps = [
+        functools.partial(preprocessors.tokenize_episodes, spec=spec, layout=options.layout,
+                          vocabulary=vocabulary, max_obs_positions=options.max_obs_positions,
+                          num_patch_positions=options.num_patch_positions),
+        preprocessors.pair_with_previous_episode,
+        functools.partial(preprocessors.control_sequences, prompt_probability=options.prompt_probability,
+                          prompt_end_fraction=options.prompt_end_fraction,
+                          max_prompt_fraction=options.max_prompt_fraction),
+    ]
+  else:
+    source = sources.TfdsSource(ref.name, data_dir)
+    if ref.kind == "text":
+      steps = [functools.partial(preprocessors.tokenize_documents, layout=options.layout,
+                                 vocabulary=vocabulary),
+               preprocessors.text_sequences]
+    else:
+      steps = [functools.partial(preprocessors.caption_sequences, layout=options.layout,
+                                 vocabulary=vocabulary, num_patch_positions=options.num_patch_positions,
+                                 max_obs_positions=options.max_obs_positions)]
+  return seqio.Task(ref.name, source, output_features(vocabulary), preprocessors=steps,
+                    shuffle_buffer_size=options.shuffle_buffer)
+
+
+_FINGERPRINTS: dict[str, tuple] = {}
+
+
+def register_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
+  """Registers (or re-registers when `ref` / `options` changed) the task of one dataset."""
+  fingerprint = (ref, options)
+  if ref.name in seqio.TaskRegistry.names():
+    if _FINGERPRINTS.get(ref.name) == fingerprint:
+      return seqio.TaskRegistry.get(ref.name)
+    if ref.name not in _FINGERPRINTS:
+      raise ValueError(f"a seqio Task named {ref.name!r} was registered outside gato_jax.data; "
+                       "rename the dataset or remove that task")
+    seqio.TaskRegistry.remove(ref.name)
+  task = make_task(ref, options)
+  seqio.TaskRegistry.add_provider(ref.name, task)
+  _FINGERPRINTS[ref.name] = fingerprint
+  return task
+
+
+def register_all(config, datasets: Optional[Iterable[DatasetRef] | Mapping[str, DatasetRef]] = None,
+                 **option_overrides) -> list[str]:
+  """Registers a task per dataset (default: data_pipelines.registry) and the default mixtures.
+
+  Returns the registered task names. `option_overrides` replace TaskOptions fields (tests, evaluation).
+  """
+  from gato_jax.data import mixtures  # mixtures name tasks: registered after them
+  if datasets is None:
+    datasets = sources.registered_datasets()
+  refs = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
+  options = TaskOptions.from_config(config, **option_overrides)
+  for ref in refs:
+    register_task(ref, options)
+  mixtures.register_default_mixtures(refs)
+  return [r.name for r in refs]
