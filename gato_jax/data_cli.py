@@ -18,14 +18,14 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
+
+from gato_jax import cli_flags
 
 SENTENCEPIECE = "sentencepiece"
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 DEFAULT_TEXT_VOCAB_SIZE = 512  # the demo's; paper presets pass --config (32000 needs a larger corpus)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (data_dir, vocab size).",
-                                          lock_config=False)
+_CONFIG = cli_flags.CONFIG  # data.data_dir and vocab.text_vocab_size are read from it
 _DATASET = flags.DEFINE_list("dataset", [], f"Datasets to build (see `gato-data list`), "
                              f"'{SENTENCEPIECE}', or 'all'.")
 _EPISODES = flags.DEFINE_integer("episodes", None, "Train episodes / documents / pairs; default: the "

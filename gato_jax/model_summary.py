@@ -26,12 +26,12 @@ import math
 import jax
 from absl import app
 from flax import nnx
-from ml_collections import config_flags
 
+from gato_jax import cli_flags
 from gato_jax.model import Gato
 from gato_jax.tokenizers.layout import VocabLayout
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).")
+_CONFIG = cli_flags.CONFIG
 
 # (num_layers, embed_dim) -> the paper's parameter count (GATO_SPEC.md table).
 PAPER_PARAMS = {(8, 768): ("gato_79m", 79e6), (12, 1536): ("gato_364m", 364e6),
