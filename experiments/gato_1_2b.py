@@ -15,4 +15,10 @@ def get_config():
   c.model.head_dim = 128
   c.data.mixture = "gato_local"
   c.batch_size = 512
+  # TPU v5e-256 (256 chips x 16 GiB), FSDP over the slice, 2 sequences per chip. Per chip (est.,
+  # launch/SCALING.md): state 0.1 GiB + activations ~2.5 GiB with dots_with_no_batch_dims_saveable
+  # (~10 GiB without: too tight on 16 GiB) + logits 0.5 GiB + one gathered layer 0.4 GiB -> ~3.5 GiB.
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+  c.model.remat_policy = "dots_with_no_batch_dims_saveable"
+  c.model.dtype = "bfloat16"
   return c

@@ -15,4 +15,9 @@ def get_config():
   c.model.head_dim = 128
   c.data.mixture = "gato_local"
   c.batch_size = 512
+  # TPU v5p-128 (64 chips x 95 GiB), FSDP over the slice, 8 sequences per chip. Per chip (est.,
+  # launch/SCALING.md): state 0.1 GiB + activations ~15 GiB without remat + logits ~2 GiB -> ~17 GiB.
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+  c.model.remat_policy = "none"
+  c.model.dtype = "bfloat16"
   return c
