@@ -35,4 +35,8 @@ def get_config():
   c.mesh.fsdp = 2
   c.mesh.tensor = 2
   c.checkpoint.keep_last = 2
+  # A lightly trained model acts best greedily; fewer re-prefills at L=256 with roll_keep 0.5.
+  c.eval.episodes_per_task = 20
+  c.eval.greedy = True
+  c.eval.roll_keep = 0.5
   return c

@@ -1,0 +1,199 @@
+"""Acting latency: milliseconds per action of GatoAgent at each preset, with the KV cache and without.
+
+  python bench/acting.py                                   # tiny_demo and gato_79m
+  python bench/acting.py --presets=tiny_demo,gato_79m,gato_364m,gato_1_2b --steps=30
+
+One action = one environment step of a Meta-World-shaped task (39 continuous observation values, the
+separator, 4 continuous action tokens: 44 tokens), batch 1 (one robot), greedy, the preset's context
+L = config.data.sequence_length, starting from a demonstration prompt of L/2 tokens. The clock runs
+from the observation to the env action (tokenizing, the device, detokenizing).
+
+  cached    GatoAgent: the observation chunk and the 4 action tokens go through the KV cache; when the
+            window is full it is re-prefilled (prompt + latest steps within roll_keep * L), which
+            the numbers include, amortised, and also show apart; timed for each --roll_keeps value
+  uncached  the baseline: a full causal pass over the whole L-token window for every action token
+
+Writes bench/results/acting.json and bench/results/acting.md. Presets whose parameters cannot be
+allocated here are reported as such, not estimated.
+"""
+
+import functools
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags, logging
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec  # pylint: disable=g-import-not-at-top
+from gato_jax.tokenizers import VocabLayout  # pylint: disable=g-import-not-at-top
+
+_PRESETS = flags.DEFINE_list("presets", ["tiny_demo", "gato_79m"], "experiments/<name>.py presets.")
+_STEPS = flags.DEFINE_integer("steps", 40, "Timed environment steps with the cache.")
+_UNCACHED_STEPS = flags.DEFINE_integer("uncached_steps", 6, "Timed environment steps without the cache.")
+_BIG_PARAMS = flags.DEFINE_float("big_params", 2e8, "Above this many parameters, time at most 12 cached steps "
+                                  "with the first roll_keep only, and re-encoding as one timed full pass x 4 "
+                                  "(a CPU takes minutes per re-encoded action).")
+_ROLL_KEEPS = flags.DEFINE_list("roll_keeps", ["0.75", "0.5"], "GatoAgent.roll_keep values to time with the cache "
+                                 "(share of L kept at a re-prefill; the first is config.eval's default).")
+_OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                           "Directory of acting.json / acting.md.")
+
+SPEC = TaskSpec("metaworld_like", {"state": FieldSpec("continuous", (39,), mu_law=False)},
+                ActionSpec("continuous", (4,), (), (-1.0,) * 4, (1.0,) * 4))
+
+
+def load_config(preset: str):
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module(f"experiments.{preset}").get_config()
+
+
+def make_model(config, layout):
+  """The preset's Gato, initialised by one jitted function (no per-parameter compile)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from gato_jax.model import Gato  # pylint: disable=g-import-not-at-top
+  graphdef, state = jax.jit(lambda: nnx.split(Gato(config.model, layout, nnx.Rngs(0))))()
+  return nnx.merge(graphdef, state)
+
+
+def demo_episode(rng, steps: int):
+  return {"steps": {"observation": {"state": rng.uniform(-0.5, 1.0, (steps, 39)).astype(np.float32)},
+                    "action": rng.uniform(-1, 1, (steps, 4)).astype(np.float32),
+                    "reward": np.zeros(steps, np.float32)}}
+
+
+def time_agent(agent, rng, warmup: int, steps: int) -> dict:
+  """Per-step wall times after `warmup` steps (compiles and the first rolls happen there)."""
+  agent.reset([agent.prompt_from_episode(demo_episode(rng, 64))])
+  for _ in range(warmup):
+    agent.act([{"state": rng.uniform(-0.5, 1.0, 39).astype(np.float32)}])
+  times, rolled = [], []
+  for _ in range(steps):
+    obs = [{"state": rng.uniform(-0.5, 1.0, 39).astype(np.float32)}]
+    rolls = agent.rolls
+    start = time.perf_counter()
+    agent.act(obs)
+    times.append(1000.0 * (time.perf_counter() - start))
+    rolled.append(agent.rolls > rolls)
+  times, rolled = np.asarray(times), np.asarray(rolled)
+  out = {"ms_mean": float(times.mean()), "ms_p50": float(np.median(times)), "steps": int(steps),
+         "rolls": int(rolled.sum())}
+  if rolled.any() and (~rolled).any():
+    out["ms_mean_without_roll"] = float(times[~rolled].mean())
+    out["ms_mean_roll_steps"] = float(times[rolled].mean())
+  return out
+
+
+def time_full_passes(model, layout, length: int) -> dict:
+  """For big presets: one full causal pass over an L-token window (compiled ahead, run once untimed,
+  then timed once), times the 4 action tokens: re-encoding runs exactly one such pass per token."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from gato_jax.tokenizers import TokenKind  # pylint: disable=g-import-not-at-top
+  graphdef, state = nnx.split(model)
+  window = {"tokens": np.full((1, length), layout.continuous_offset, np.int32),
+            "kinds": np.full((1, length), int(TokenKind.OBS_CONTINUOUS), np.int32),
+            "obs_positions": np.zeros((1, length), np.int32),
+            "patches": np.zeros((1, length, 16, 16, 3), np.uint8),
+            "patch_rows": np.zeros((1, length, 2), np.int32), "patch_cols": np.zeros((1, length, 2), np.int32)}
+  forward = jax.jit(lambda s, w: nnx.merge(graphdef, s)(w)[:, -1]).lower(state, window).compile()
+  jax.block_until_ready(forward(state, window))  # the first run also pays one-time allocations
+  start = time.perf_counter()
+  jax.block_until_ready(forward(state, window))
+  seconds = time.perf_counter() - start
+  ms = 1000.0 * seconds * SPEC.action.size
+  return {"ms_mean": ms, "ms_p50": ms, "steps": 1, "rolls": 0, "full_pass_ms": 1000.0 * seconds,
+          "method": f"one full pass timed x {SPEC.action.size} action tokens"}
+
+
+def bench_preset(preset: str) -> dict:
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from gato_jax.evaluation.agent import GatoAgent  # pylint: disable=g-import-not-at-top
+  config = load_config(preset)
+  config.model.dropout_rate = 0.0
+  layout = VocabLayout.from_config(config.vocab)
+  length = int(config.data.sequence_length)
+  row = {"preset": preset, "context": length, "num_layers": config.model.num_layers,
+         "embed_dim": config.model.embed_dim, "vocab_size": layout.vocab_size}
+  start = time.perf_counter()
+  try:
+    model = make_model(config, layout)
+  except (MemoryError, RuntimeError) as e:  # XlaRuntimeError (RESOURCE_EXHAUSTED) is a RuntimeError
+    row["error"] = f"parameters could not be allocated on this machine: {type(e).__name__}: {str(e)[:200]}"
+    logging.warning("%s: %s", preset, row["error"])
+    return row
+  row["params"] = int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  row["init_s"] = time.perf_counter() - start
+  rng = np.random.default_rng(0)
+  agent = functools.partial(GatoAgent, model, layout, SPEC, context_length=length, greedy=True)
+  # Enough warm-up steps to pass the first roll, so the compiles of every shape are out of the clock.
+  warmup = max(3, int((length - length // 2) / 44) + 3)
+  big = row["params"] > _BIG_PARAMS.value  # seconds per re-encoded action on a CPU: fewer samples
+  steps = min(_STEPS.value, 12) if big else _STEPS.value
+  row["cached"] = {}
+  for keep in [float(k) for k in _ROLL_KEEPS.value][:1 if big else None]:
+    row["cached"][f"{keep:g}"] = time_agent(agent(use_cache=True, roll_keep=keep), rng, warmup, steps)
+    logging.info("%s cached, roll_keep %g: %s", preset, keep, row["cached"][f"{keep:g}"])
+  if big:
+    row["uncached"] = time_full_passes(model, layout, length)
+  else:
+    row["uncached"] = time_agent(agent(use_cache=False), rng, 1, _UNCACHED_STEPS.value)
+  logging.info("%s uncached: %s", preset, row["uncached"])
+  row["speedup"] = {k: row["uncached"]["ms_mean"] / c["ms_mean"] for k, c in row["cached"].items()}
+  del model, agent
+  return row
+
+
+def markdown(result: dict) -> str:
+  m = result["machine"]
+  lines = [
+      "# Acting latency (bench/acting.py)", "",
+      f"Machine: {m['cpu']} ({m['cores']} cores), jax {m['jax']} on {m['backend']} "
+      f"({m['devices']} device(s), the agent uses one); load average at start {m['load_average']} "
+      "(a shared machine: other jobs ran beside this one).",
+      f"Task shape: {result['task']}. Batch 1, greedy.", "",
+      "| preset | params | context L | roll_keep | cached ms/action (amortised) | rolls / steps | "
+      "cached, steps without a roll | re-encoding ms/action | speedup (amortised) |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for r in result["presets"]:
+    if "error" in r:
+      lines.append(f"| {r['preset']} | n/a | {r['context']} | | {r['error']} | | | | |")
+      continue
+    u = r["uncached"]
+    for keep, c in r["cached"].items():
+      lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['context']} | {keep} | {c['ms_mean']:.1f} | "
+                   f"{c['rolls']} / {c['steps']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | "
+                   f"{u['ms_mean']:.1f} ({u.get('method', str(u['steps']) + ' steps')}) | {r['speedup'][keep]:.1f}x |")
+  lines += ["", "Cached: the observation chunk and each action token through the KV cache; a full window "
+            "is re-prefilled with the prompt and the latest steps within roll_keep x L (that prefill is in "
+            "the amortised column). Re-encoding: one full causal pass over the L-token window per action "
+            "token. A step is 44 tokens, so the tiny preset's 256-token window (half of it prompt) must "
+            "be re-prefilled every step or two: there the prefill, not the cache, sets the cost."]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  del argv
+  result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "jax": jax.__version__, "backend": jax.default_backend(),
+                        "devices": jax.device_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+            "task": "Meta-World-shaped: 39 continuous observation tokens + separator + 4 continuous action tokens",
+            "presets": []}
+  for preset in _PRESETS.value:
+    logging.info("benchmarking %s", preset)
+    result["presets"].append(bench_preset(preset))
+  os.makedirs(_OUT.value, exist_ok=True)
+  with open(os.path.join(_OUT.value, "acting.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  text = markdown(result)
+  with open(os.path.join(_OUT.value, "acting.md"), "w") as f:
+    f.write(text)
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,64 @@
+"""gato-eval: evaluates a training run's checkpoints in the simulators its data came from.
+
+  gato-eval --config experiments/tiny_demo.py --workdir demo_output            # the latest checkpoint
+  gato-eval --config experiments/tiny_demo.py --workdir demo_output --step 400
+  gato-eval --config experiments/tiny_demo.py --workdir demo_output --watch    # each new checkpoint
+  gato-eval ... --config.eval.tasks=cartpole --config.eval.episodes_per_task=20 --config.eval.greedy=True
+
+Writes <workdir>/eval/report.json (per task: normalized_score with its interval, mean_return,
+expert_return, random_return, episodes, ...), report.md, scores.png, gifs/<task>.gif, one
+steps/step_N.json per evaluated checkpoint, and TensorBoard scalars in <workdir>/tensorboard/eval;
+prints the score table and where those files are. Exit code 1 with a one-line reason on bad input
+(unknown task, no checkpoint, a checkpoint that does not match the config, dataset not built).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from gato_jax import cli_flags
+
+_CONFIG = cli_flags.CONFIG
+_WORKDIR = cli_flags.WORKDIR
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as training writes it, until "
+                           "the final step (config.num_train_steps) or config.eval.watch_timeout_s.")
+
+
+def print_report(report: dict) -> None:
+  from gato_jax.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
+  print(report_lib.markdown(report), flush=True)
+  files = report.get("files", {})
+  print(f"Report: {files.get('json')}  (markdown {files.get('markdown')}, plot {files.get('plot')}, "
+        f"GIFs in {os.path.join(report_lib.eval_dir(report['workdir']), 'gifs')}, TensorBoard "
+        f"{files.get('tensorboard')})", flush=True)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cli_flags.require(_CONFIG, _WORKDIR)
+  from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top
+  from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  try:
+    evaluator = Evaluator(config, _WORKDIR.value)
+    if _WATCH.value:
+      if _STEP.value is not None:
+        raise EvaluationError("--step and --watch exclude each other")
+      steps = evaluator.watch(config.eval.watch_interval_s, config.eval.watch_timeout_s,
+                              final_step=config.num_train_steps, on_report=print_report)
+      logging.info("Evaluated steps %s", steps)
+    else:
+      print_report(evaluator.evaluate_checkpoint(_STEP.value))
+  except EvaluationError as e:
+    sys.exit(f"gato-eval: {e}")
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,310 @@
+"""One checkpoint evaluated end to end (online rollouts, offline metrics, captions, report), or each new
+checkpoint of a running training (`watch`).
+
+Checkpoints are read from `<workdir>/checkpoints/<step>` (gato_jax/checkpointing.py), params only, onto
+one device whatever mesh trained them. Only committed checkpoints are read (Orbax writes
+`_CHECKPOINT_METADATA` when it commits); evaluation never writes into the checkpoint directory, so
+it can run beside the training that is filling it.
+"""
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import jax
+import numpy as np
+
+from gato_jax.evaluation import datasets, report as report_lib, scores
+from gato_jax.evaluation.datasets import EvaluationError
+from gato_jax.tokenizers import VocabLayout
+
+# Model keys that change how the model runs, not the parameters it has: they may differ between the
+# training config and the evaluation config.
+RUNTIME_MODEL_KEYS = ("dropout_rate", "scan_layers", "remat_policy", "dtype", "attention_impl",
+                      "max_image_tokens")
+
+
+@dataclasses.dataclass
+class Checkpoint:
+  step: int
+  path: str
+
+
+def committed_checkpoints(workdir: str) -> list[Checkpoint]:
+  """Finished checkpoints of `workdir`, oldest first (a save still in progress is not listed)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  out = []
+  for name in os.listdir(directory):
+    path = os.path.join(directory, name)
+    if name.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
+      out.append(Checkpoint(int(name), path))
+  return sorted(out, key=lambda c: c.step)
+
+
+def checkpoint_config(checkpoint: Checkpoint, workdir: str) -> Optional[dict]:
+  """The resolved config the checkpoint was trained with (its `config` item, else workdir/config.json)."""
+  for path in (os.path.join(checkpoint.path, "config", "metadata"), os.path.join(workdir, "config.json")):
+    if os.path.exists(path):
+      with open(path) as f:
+        return json.load(f)
+  return None
+
+
+def config_mismatches(trained: dict, config) -> list[str]:
+  """'section.key: trained X, requested Y' for every parameter-shaping key that differs."""
+  out = []
+  for section in ("model", "vocab"):
+    saved = trained.get(section, {})
+    for key, value in dict(config[section]).items():
+      if (section == "model" and key in RUNTIME_MODEL_KEYS) or (section == "vocab" and key == "sentencepiece_model"):
+        continue
+      if section == "model" and key == "max_length" and config.model.position_embedding == "none":
+        continue  # only the KV cache's default size then
+      if key in saved and saved[key] != value:
+        out.append(f"{section}.{key}: trained {saved[key]!r}, requested {value!r}")
+  return out
+
+
+def _eval_value(config, key: str, default):
+  return config.eval.get(key, default) if "eval" in config else default
+
+
+class Evaluator:
+  """Evaluates Gato checkpoints of one workdir with one config (see the module docstring)."""
+
+  def __init__(self, config, workdir: str, *, tasks: Optional[Sequence[str]] = None, load_data: bool = True):
+    self.config, self.workdir = copy.deepcopy(config), os.path.abspath(os.path.expanduser(workdir))
+    self.layout = VocabLayout.from_config(config.vocab)
+    self.data_dir = os.path.expanduser(config.data.data_dir)
+    self.task_names = list(tasks) if tasks is not None else resolve_tasks(config)
+    self.datasets = ({n: datasets.load_control_dataset(n, self.data_dir) for n in self.task_names}
+                     if load_data else {})
+    self._text_tokenizer = None
+    self._model_def = None
+    images = any(f.modality == "image" for d in self.datasets.values() for _, f in d.spec.observation_fields())
+    if config.model.get("max_image_tokens", -1) >= 0 and (images or (config.eval.captions and load_data
+                                                                      and self._captions_built())):
+      # Training may cap the image tokens it encodes per sequence; acting feeds other chunk shapes, so
+      # evaluation encodes every image position (the parameters are the same).
+      self.config.model.max_image_tokens = -1
+
+  # ---------------------------------------------------------------------------------------------
+  # Model.
+  # ---------------------------------------------------------------------------------------------
+
+  @property
+  def text_tokenizer(self):
+    if self._text_tokenizer is None:
+      from gato_jax.data.sources import sentencepiece_path  # pylint: disable=g-import-not-at-top
+      from gato_jax.tokenizers import TextTokenizer  # pylint: disable=g-import-not-at-top
+      path = sentencepiece_path(self.config.vocab, self.data_dir)
+      if not os.path.exists(path):
+        raise EvaluationError(f"no SentencePiece model at {path} (text observations and captions need it); "
+                              f"build it with `gato-data build --dataset=sentencepiece --data_dir={self.data_dir}` "
+                              "or set --config.vocab.sentencepiece_model")
+      self._text_tokenizer = TextTokenizer(path)
+    return self._text_tokenizer
+
+  def _needs_text(self) -> bool:
+    return any(f.modality == "text" for d in self.datasets.values() for _, f in d.spec.observation_fields())
+
+  def model_def(self):
+    if self._model_def is None:
+      from gato_jax.training import loop, state  # pylint: disable=g-import-not-at-top
+      self._model_def = state.abstract_model(loop.default_model_fn(self.config, self.layout))
+    return self._model_def
+
+  def load_model(self, checkpoint: Checkpoint):
+    """The Gato of `checkpoint` on one device; refuses a config that does not match its params."""
+    from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
+    trained = checkpoint_config(checkpoint, self.workdir)
+    if trained is not None:
+      mismatches = config_mismatches(trained, self.config)
+      if mismatches:
+        raise EvaluationError(f"checkpoint {checkpoint.path} was trained with a different model than "
+                              f"the config asks for: {'; '.join(mismatches)}. Evaluate with the training's "
+                              "config (it is saved as <workdir>/config.json).")
+    model_def, abstract_state = self.model_def()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            model_def.abstract_params)
+    try:
+      params = checkpointing.load_params(checkpoint.path, abstract)
+    except Exception as e:  # pylint: disable=broad-except
+      if not os.path.exists(os.path.join(checkpoint.path, "_CHECKPOINT_METADATA")):
+        raise FileNotFoundError(f"checkpoint {checkpoint.path} was deleted while being read") from e
+      raise EvaluationError(f"checkpoint {checkpoint.path} does not fit the model of this config "
+                            f"({type(e).__name__}: {str(e)[:600]}); evaluate with the training's config") from None
+    model_state = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state)
+    return model_def.merge(params, jax.random.key(0), model_state)
+
+  # ---------------------------------------------------------------------------------------------
+  # Evaluation.
+  # ---------------------------------------------------------------------------------------------
+
+  def online(self, model, name: str) -> tuple[dict, Optional[dict]]:
+    """(the task's report entry, a GIF request for its first episode) after N episodes."""
+    from gato_jax.evaluation import agent as agent_lib, replay, rollout  # pylint: disable=g-import-not-at-top
+    c, e = self.config, self.config.eval
+    ds = self.datasets[name]
+    length = int(e.context_length or c.data.sequence_length)
+    prompt_tokens = int(e.prompt_tokens or c.data.get("max_prompt_fraction", 0.5) * length)
+    text = self.text_tokenizer if any(f.modality == "text" for _, f in ds.spec.observation_fields()) else None
+    agent = agent_lib.GatoAgent(model, self.layout, ds.spec, text, context_length=length, greedy=e.greedy,
+                                temperature=e.temperature, seed=e.seed, prompt_tokens=prompt_tokens,
+                                roll_keep=e.roll_keep)
+    demos = []
+    if e.prompt == "demo":
+      demos = datasets.successful_episodes(ds.validation_episodes(max_episodes=32))
+    elif e.prompt != "none":
+      raise EvaluationError(f"config.eval.prompt={e.prompt!r}; expected 'demo' or 'none'")
+    actor = agent_lib.GatoActor(agent, demos, seed=e.seed)
+    if e.max_steps and e.max_steps < ds.task.max_steps:
+      logging.warning("%s: episodes capped at %d steps, below the %d of the data: the expert and random "
+                      "returns were measured over longer episodes, so the score is biased low.", name,
+                      e.max_steps, ds.task.max_steps)
+    seeds = rollout.evaluation_seeds(ds.build_seed, int(e.episodes_per_task))
+    start = time.perf_counter()
+    progress = lambda done, total: logging.info("%s: %d/%d episodes (%.0f s)", name, done, total,
+                                                time.perf_counter() - start)
+    results = rollout.run_episodes(ds.task, actor, seeds, num_envs=int(e.num_envs),
+                                   max_steps=int(e.max_steps), failure_return=ds.random_return,
+                                   progress=progress)
+    score = scores.TaskScore(name, ds.domain, [r.episode_return for r in results], [r.length for r in results],
+                             ds.expert_return, ds.random_return, sum(r.crashed for r in results), list(seeds),
+                             float(e.confidence), int(e.bootstrap_samples))
+    entry = score.to_dict()
+    successes = [r.success for r in results if r.success is not None]
+    if successes:
+      entry["success_rate"] = float(np.mean(successes))
+    entry["errors"] = [r.error for r in results if r.error][:5]
+    entry["seconds"] = time.perf_counter() - start
+    entry["rolls"] = agent.rolls
+    gif = None
+    if e.gif and results and results[0].actions:
+      gif = replay.request(ds.task, results[0].seed, results[0].actions,
+                           os.path.join(report_lib.eval_dir(self.workdir), "gifs", f"{name}.gif"),
+                           max_frames=int(e.gif_max_frames))
+    logging.info("%s: normalised score %.3f [%.3f, %.3f], mean return %.2f (expert %.2f, random %.2f), "
+                 "%d episodes in %.0f s", name, entry["normalized_score"], entry["score_ci_low"],
+                 entry["score_ci_high"], entry["mean_return"], ds.expert_return, ds.random_return,
+                 len(results), entry["seconds"])
+    return entry, gif
+
+  def evaluate_model(self, model, step: int, checkpoint_path: str = "") -> dict:
+    """Every evaluation of config.eval for `model`; writes the report files and returns the report."""
+    from gato_jax.evaluation import offline, replay  # pylint: disable=g-import-not-at-top
+    e = self.config.eval
+    start = time.perf_counter()
+    report: dict[str, Any] = {"step": int(step), "checkpoint": checkpoint_path, "workdir": self.workdir,
+                              "eval_config": e.to_dict(), "tasks": {}}
+    gif_requests = []
+    for name in self.task_names:
+      report["tasks"][name], gif = self.online(model, name)
+      if gif:
+        gif_requests.append(gif)
+    gif_job = replay.GifJob(gif_requests)  # renders in a child process while the offline part runs
+    report["summary"] = scores.summarize(report["tasks"])
+    if e.offline:
+      report["offline"] = offline.validation_metrics(
+          model, self.config, self.task_names, batch_size=int(e.offline_batch_size),
+          max_batches=int(e.offline_batches), seed=int(e.seed))
+    if e.captions and self._captions_built():
+      report["captions"] = offline.caption_evaluation(
+          model, self.config, self.layout, self.text_tokenizer, num_examples=int(e.captions),
+          temperature=float(e.caption_temperature), max_tokens=int(e.caption_max_tokens), seed=int(e.seed))
+    report["gifs"] = {k: v for k, v in gif_job.wait().items() if v}
+    report["seconds"] = time.perf_counter() - start
+    report_lib.write_report(report, self.workdir)
+    return report
+
+  def _captions_built(self) -> bool:
+    from gato_jax.data.sources import dataset_exists  # pylint: disable=g-import-not-at-top
+    try:
+      datasets.registry_entry("captions", "captions")
+    except EvaluationError:
+      return False
+    return dataset_exists("captions", self.data_dir)
+
+  def checkpoint(self, step: Optional[int] = None) -> Checkpoint:
+    """The checkpoint of `step` (default: the latest), with a clear error when there is none."""
+    found = committed_checkpoints(self.workdir)
+    if not found:
+      where = os.path.join(self.workdir, "checkpoints")
+      raise EvaluationError(f"no checkpoint in {where}" + ("" if os.path.isdir(self.workdir) else
+                                                           f" ({self.workdir} does not exist)")
+                            + "; train first: gato-train --config <experiment> --workdir " + self.workdir)
+    if step is None:
+      return found[-1]
+    for c in found:
+      if c.step == step:
+        return c
+    raise EvaluationError(f"no checkpoint of step {step} in {self.workdir}/checkpoints; there are steps "
+                          f"{[c.step for c in found]}")
+
+  def evaluate_checkpoint(self, step: Optional[int] = None) -> dict:
+    checkpoint = self.checkpoint(step)
+    logging.info("Evaluating %s (step %d) on %s", checkpoint.path, checkpoint.step, ", ".join(self.task_names))
+    return self.evaluate_model(self.load_model(checkpoint), checkpoint.step, checkpoint.path)
+
+  def watch(self, interval_s: float, timeout_s: float = 0.0, final_step: Optional[int] = None,
+            on_report=None) -> list[int]:
+    """Evaluates every checkpoint not evaluated yet, oldest first, as training writes them; returns the
+    steps evaluated. Stops after `final_step` is evaluated, or after `timeout_s` without a new one."""
+    done = {r["step"] for r in report_lib.load_history(self.workdir)}
+    evaluated: list[int] = []
+    last_new = time.monotonic()
+    while True:
+      pending = [c for c in committed_checkpoints(self.workdir) if c.step not in done]
+      for checkpoint in pending:
+        last_new = time.monotonic()
+        try:
+          model = self.load_model(checkpoint)
+        except FileNotFoundError as e:  # deleted by the keep policy before we got to it
+          logging.warning("Checkpoint %s vanished before it could be read (%s); skipping it.", checkpoint.path, e)
+          done.add(checkpoint.step)
+          continue
+        result = self.evaluate_model(model, checkpoint.step, checkpoint.path)
+        done.add(checkpoint.step)
+        evaluated.append(checkpoint.step)
+        if on_report is not None:
+          on_report(result)
+      if final_step is not None and final_step in done:
+        return evaluated
+      if timeout_s and time.monotonic() - last_new > timeout_s:
+        logging.info("No new checkpoint in %s for %.0f s; stopping.", self.workdir, timeout_s)
+        return evaluated
+      time.sleep(interval_s)
+
+
+def resolve_tasks(config) -> list[str]:
+  """config.eval.tasks (comma-separated), else the control tasks of config.data.mixture; refuses
+  names that are not registered control datasets."""
+  names = [t.strip() for t in str(_eval_value(config, "tasks", "")).split(",") if t.strip()]
+  if not names:
+    names = mixture_control_tasks(config)
+  known = datasets.control_task_names()
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise EvaluationError(f"unknown task(s) {unknown}: the registered control tasks are {', '.join(known)}")
+  if not names:
+    raise EvaluationError(f"config.data.mixture={config.data.mixture!r} has no control task to roll out; "
+                          "set --config.eval.tasks=<task>[,<task>...]")
+  return names
+
+
+def mixture_control_tasks(config) -> list[str]:
+  from gato_jax.data import mixtures, sources, tasks  # pylint: disable=g-import-not-at-top
+  refs = sources.registered_datasets()
+  tasks.register_all(config, refs)
+  try:
+    names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
+  except (KeyError, ValueError) as e:
+    raise EvaluationError(f"config.data.mixture={config.data.mixture!r}: {e}") from None
+  return [n for n in names if n in refs and refs[n].kind == "control"]

@@ -1,0 +1,194 @@
+"""Offline evaluation: per-task loss and action accuracy on validation splits, and generated captions.
+
+Validation batches come through the same SeqIO preprocessing as training
+(`gato_jax.data.make_eval_dataset`: tokenized, windowed, prompted as configured, seeded, unshuffled)
+and are scored by the model's own `loss_and_metrics`, so the numbers are comparable to training logs.
+
+Captions (the image-text data): the model sees a validation image's patches (IMAGE tokens, as in
+training sequences) and generates TEXT tokens until EOS, greedily and by sampling at temperature 0.9
+(the paper's setting), restricted to the text ids. Each caption is parsed back into groups
+(count, colour, shape) and scored against the ground truth the dataset stores with the image:
+  exact_match      the generated groups equal the true ones (order-free: captions list groups in a
+                   random order)
+  attribute_match  per true group, the share of its (count, colour, shape) matched by the best
+                   generated group, averaged; generated groups that match nothing count as misses
+"""
+
+import functools
+import os
+import re
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gato_jax.evaluation.agent import sample_restricted, token_features
+from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation loss and accuracy.
+# ------------------------------------------------------------------------------------------------
+
+def _metrics_fn(graphdef, state, batch):
+  from gato_jax.model import loss_and_metrics  # pylint: disable=g-import-not-at-top
+  logits = nnx.merge(graphdef, state)(batch)
+  return loss_and_metrics(logits, batch)[1]
+
+
+_WEIGHTS = {"loss": "num_targets", "text_loss": "num_text_targets", "action_loss": "num_action_targets",
+            "text_accuracy": "num_text_targets", "action_accuracy": "num_action_targets"}
+
+
+def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: int, max_batches: int = 0,
+                       seed: int = 0) -> dict[str, dict]:
+  """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split}."""
+  from gato_jax.data import make_eval_dataset  # pylint: disable=g-import-not-at-top
+  from gato_jax.model import MODEL_FEATURES  # pylint: disable=g-import-not-at-top
+  graphdef, state = nnx.split(model)
+  step = jax.jit(functools.partial(_metrics_fn, graphdef))
+  needed = set(MODEL_FEATURES) | {"targets", "target_kinds", "loss_mask"}
+  out = {}
+  for name in task_names:
+    ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)
+    if max_batches:
+      ds = ds.take(max_batches)
+    sums: dict[str, float] = {}
+    batches = 0
+    for batch in ds.as_numpy_iterator():
+      m = jax.device_get(step(state, {k: v for k, v in batch.items() if k in needed}))
+      for key, weight in _WEIGHTS.items():
+        sums[key] = sums.get(key, 0.0) + float(m[key]) * float(m[weight])
+      for key in ("num_targets", "num_text_targets", "num_action_targets"):
+        sums[key] = sums.get(key, 0.0) + float(m[key])
+      batches += 1
+    if not batches:
+      logging.warning("offline evaluation of %s: the validation split gave no batch", name)
+      continue
+    metrics = {key: sums[key] / max(sums[weight], 1.0) for key, weight in _WEIGHTS.items()}
+    metrics.update({"target_tokens": int(sums["num_targets"]), "action_tokens": int(sums["num_action_targets"]),
+                    "text_tokens": int(sums["num_text_targets"]), "batches": batches})
+    if not sums["num_text_targets"]:
+      metrics.pop("text_loss"), metrics.pop("text_accuracy")
+    if not sums["num_action_targets"]:
+      metrics.pop("action_loss"), metrics.pop("action_accuracy")
+    out[name] = metrics
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Caption generation.
+# ------------------------------------------------------------------------------------------------
+
+def image_stream(image, num_patch_positions: int, max_obs_positions: int) -> dict[str, np.ndarray]:
+  """An image as the IMAGE tokens of a captions sequence (as tf_ops.image_tokens makes them)."""
+  patches = image_to_patches(image)
+  n = len(patches)
+  rows, cols = patch_intervals(image.shape[0], image.shape[1], num_patch_positions)
+  return {"tokens": np.zeros(n, np.int32), "kinds": np.full(n, int(TokenKind.IMAGE), np.int32),
+          "obs_positions": np.minimum(np.arange(n), max_obs_positions - 1).astype(np.int32),
+          "patches": patches, "patch_rows": rows, "patch_cols": cols}
+
+
+def _generate(graphdef, state, prompt, rng, temperature, *, num_tokens, text_vocab_size, greedy):
+  """Prefill the image tokens, then `num_tokens` TEXT tokens, each fed back: ids [B, num_tokens]."""
+  model = nnx.merge(graphdef, state)
+  length = prompt["tokens"].shape[1] + num_tokens
+  logits, cache = model.prefill(prompt, max_length=length, last_only=True)
+
+  def one_token(carry, key):
+    logits, cache = carry
+    token = sample_restricted(logits[:, -1], 0, text_vocab_size, key, temperature, greedy)
+    logits, cache = model.decode(token_features(token, TokenKind.TEXT, model.options.patch_size), cache,
+                                 last_only=True)
+    return (logits, cache), token
+
+  _, tokens = jax.lax.scan(one_token, (logits, cache), jax.random.split(rng, num_tokens))
+  return tokens.T
+
+
+def generate_captions(model, layout: VocabLayout, text_tokenizer, images: Sequence[np.ndarray], *,
+                      greedy: bool, temperature: float = 1.0, max_tokens: int = 24, seed: int = 0) -> list[str]:
+  """Captions for `images` (HxWx3 uint8), decoded up to the first EOS."""
+  options = model.options
+  streams = [image_stream(np.asarray(im, np.uint8), options.num_patch_positions, options.max_obs_positions)
+             for im in images]
+  prompt = {k: np.stack([s[k] for s in streams]) for k in streams[0]}
+  graphdef, state = nnx.split(model)
+  generate = jax.jit(functools.partial(_generate, graphdef),
+                     static_argnames=("num_tokens", "text_vocab_size", "greedy"))
+  ids = np.asarray(generate(state, prompt, jax.random.key(seed), jnp.float32(temperature),
+                            num_tokens=max_tokens, text_vocab_size=layout.text_vocab_size, greedy=greedy))
+  eos = text_tokenizer.vocab.eos_id
+  captions = []
+  for row in ids:
+    row = list(row)
+    if eos in row:
+      row = row[:row.index(eos)]
+    captions.append(text_tokenizer.decode(row))
+  return captions
+
+
+# ------------------------------------------------------------------------------------------------
+# Caption scoring.
+# ------------------------------------------------------------------------------------------------
+
+def parse_caption(caption: str, colors: Sequence[str], shapes: Sequence[str],
+                  count_words: Mapping[int, str]) -> list[tuple[int, str, str]]:
+  """'a red circle and two blue squares' -> [(1, 'red', 'circle'), (2, 'blue', 'square')]."""
+  counts = {w: n for n, w in count_words.items()}
+  pattern = re.compile(r"\b(%s)\s+(%s)\s+(%s)s?\b" % ("|".join(map(re.escape, counts)),
+                                                       "|".join(map(re.escape, colors)),
+                                                       "|".join(map(re.escape, shapes))))
+  return [(counts[c], color, shape) for c, color, shape in pattern.findall(caption.lower())]
+
+
+def score_caption(generated: Sequence[tuple[int, str, str]], truth: Sequence[tuple[int, str, str]]) -> dict:
+  """exact_match and attribute_match (see the module docstring) of parsed groups."""
+  exact = sorted(generated) == sorted(truth)
+  matched = []
+  for group in truth:
+    best = max([sum(a == b for a, b in zip(group, g)) / 3.0 for g in generated] or [0.0])
+    matched.append(best)
+  extra = max(0, len(generated) - len(truth))
+  attribute = sum(matched) / (len(truth) + extra) if truth else float(not generated)
+  return {"exact_match": float(exact), "attribute_match": float(attribute)}
+
+
+def caption_evaluation(model, config, layout: VocabLayout, text_tokenizer, *, num_examples: int,
+                       temperature: float, max_tokens: int, seed: int = 0) -> dict:
+  """Greedy and sampled captions of validation images of the `captions` dataset, scored."""
+  from data_pipelines.captions import scenes  # pylint: disable=g-import-not-at-top
+  from gato_jax.evaluation import datasets  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  entry = datasets.registry_entry("captions", "captions")
+  builder = entry.builder(data_dir=os.path.expanduser(config.data.data_dir))
+  if not builder.is_prepared():
+    raise datasets.EvaluationError(f"captions: no dataset under {builder.data_dir}; build it with "
+                                   f"`gato-data build --dataset=captions --data_dir={config.data.data_dir}`")
+  examples = list(tfds.as_numpy(builder.as_dataset(split="validation", shuffle_files=False).take(num_examples)))
+  images = [e["image"] for e in examples]
+  truths = [[(int(n), c.decode(), s.decode()) for c, s, n in
+             zip(e["groups"]["color"], e["groups"]["shape"], e["groups"]["count"])] for e in examples]
+  parse = functools.partial(parse_caption, colors=list(scenes.COLORS), shapes=list(scenes.SHAPES),
+                            count_words=scenes.COUNT_WORDS)
+  modes = {"greedy": dict(greedy=True), f"temperature_{temperature:g}": dict(greedy=False,
+                                                                            temperature=temperature)}
+  report: dict[str, Any] = {"modes": {}, "examples": []}
+  generated_by_mode = {}
+  for mode, kwargs in modes.items():
+    captions = generate_captions(model, layout, text_tokenizer, images, max_tokens=max_tokens, seed=seed,
+                                 **kwargs)
+    generated_by_mode[mode] = captions
+    scores = [score_caption(parse(c), t) for c, t in zip(captions, truths)]
+    report["modes"][mode] = {"exact_match": float(np.mean([s["exact_match"] for s in scores])),
+                             "attribute_match": float(np.mean([s["attribute_match"] for s in scores])),
+                             "examples": len(scores)}
+  sampled_mode = list(modes)[1]
+  for i, e in enumerate(examples[:8]):
+    report["examples"].append({"truth": e["caption"].decode(), "greedy": generated_by_mode["greedy"][i],
+                               sampled_mode: generated_by_mode[sampled_mode][i]})
+  return report
