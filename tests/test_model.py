@@ -300,6 +300,7 @@ def test_bfloat16_activations_keep_float32_parameters_and_logits():
 def test_tiny_preset_trains_a_few_steps_on_random_features():
   from experiments import tiny_demo  # pylint: disable=g-import-not-at-top
   config = tiny_demo.get_config()
+  config.model.max_image_tokens = -1  # the demo's mixture has no images; these random features do
   layout = VocabLayout.from_config(config.vocab)
   model = Gato(config.model, layout, nnx.Rngs(0))
   graphdef, params = nnx.split(model)
