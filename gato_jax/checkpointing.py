@@ -112,6 +112,11 @@ class DataIteratorRestore(ocp.args.CheckpointArgs):
     self.iterator = iterator
 
 
+def _absolute(path) -> epath.Path:
+  """Orbax (tensorstore) refuses relative local paths; bucket URLs (gs://...) are left as they are."""
+  return epath.Path(path) if "://" in str(path) else epath.Path(os.path.abspath(path))
+
+
 # ---------------------------------------------------------------------------------------------------
 # The manager.
 # ---------------------------------------------------------------------------------------------------
@@ -122,7 +127,7 @@ class Checkpointer:
   def __init__(self, directory, *, every_steps: int, keep_last: int = 3, keep_every: int = 0,
                async_save: bool = True):
     _no_replica_parallel_on_cpu()
-    self.directory = epath.Path(directory)
+    self.directory = _absolute(directory)
     leftovers = _temporary_dirs(self.directory) if jax.process_index() == 0 else []
     if leftovers:
       logging.warning("Removing %d unfinished checkpoint(s) of an interrupted save: %s", len(leftovers),
@@ -244,13 +249,13 @@ _barrier_count = itertools.count()
 def export_params(params, directory) -> None:
   """Writes the params alone (no optimizer state) to `directory`, for evaluation and serving."""
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(epath.Path(directory).absolute(), params, force=True)
+    checkpointer.save(_absolute(directory), params, force=True)
 
 
 def load_params(path, abstract_params):
   """Params onto `abstract_params`' shardings (ShapeDtypeStructs with `.sharding`, any mesh) from an
   `export_params` directory or a training checkpoint step directory (`.../checkpoints/<step>`)."""
-  path = epath.Path(path).absolute()
+  path = _absolute(path)
   if (path / STATE).exists():  # a training checkpoint: read only the params subtree
     handler = ocp.PyTreeCheckpointHandler()
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)

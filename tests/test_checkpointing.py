@@ -196,3 +196,16 @@ def test_train_state_from_fsdp4_tensor2_restores_onto_one_device(tmp_path):
   logits = model({k: jnp.asarray(v) for k, v in batch.items()})
   assert logits.shape == (2, config.data.sequence_length, layout.vocab_size)
   assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_relative_directory_saves_and_restores(tmp_path, mesh, monkeypatch):
+  """`--workdir demo_output` is relative: tensorstore refuses relative paths, so they are resolved."""
+  monkeypatch.chdir(tmp_path)
+  ckpt = checkpointing.Checkpointer("run/checkpoints", every_steps=1, async_save=False)
+  state = small_state(mesh, scale=2.0)
+  ckpt.save(3, state, force=True)
+  ckpt.wait_until_finished()
+  restored = ckpt.restore(3, abstract_of(state))
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), np.asarray(state["params"]["w"]))
+  assert (tmp_path / "run" / "checkpoints" / "3").is_dir()
+  ckpt.close()
