@@ -75,15 +75,6 @@ def test_list_runs_as_a_program(tmp_path):
   assert "built (1+1)" in lines["pendulum"] and "built" not in lines["cartpole"]
 
 
-@pytest.fixture
-def forget_new_datasets():
-  """Tasks a test registers leave data_pipelines.DATASETS afterwards (other tests list it)."""
-  before = set(dp.DATASETS)
-  yield
-  for name in set(dp.DATASETS) - before:
-    del dp.DATASETS[name]
-
-
 def test_readme_example_registers_a_task_that_gato_data_builds(forget_new_datasets, tmp_path, monkeypatch,
                                                              capsys):
   readme = open(os.path.join(ROOT, "data_pipelines", "README.md")).read()

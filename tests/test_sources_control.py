@@ -222,15 +222,6 @@ def _acrobot_energy_expert(env):
   return policy
 
 
-@pytest.fixture
-def forget_new_datasets():
-  """Tasks a test registers leave data_pipelines.DATASETS afterwards (other tests list it)."""
-  before = set(dp.DATASETS)
-  yield
-  for name in set(dp.DATASETS) - before:
-    del dp.DATASETS[name]
-
-
 def test_register_control_task_makes_a_buildable_dataset(forget_new_datasets, tmp_path):
   task = control.ControlTask(
       name="user_acrobot",
