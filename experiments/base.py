@@ -42,9 +42,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.position_embedding = "none"  # "none" (the paper: local positions only) or "learned"
   c.model.max_length = 1024  # KV cache / learned positions length
   c.model.norm_type = "layer_norm"  # pre-norm: layer_norm | rms_norm
-  c.model.attention_impl = "auto"  # jax.nn.dot_product_attention implementation: auto | xla | cudnn
+  # jax.nn.dot_product_attention implementation: auto | xla | cudnn, or blocked (causal blocks of 256
+  # queries skipping the masked half: what auto picks on CPU for L > 256; see model/transformer.py).
+  c.model.attention_impl = "auto"
   c.model.scan_layers = True
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  # Continuous-bin rows of the token table: "normal" (the paper: independent rows) or "smooth" (start
+  # neighbouring bins close: gato_jax/model/value_init.py; measured in docs/DECISIONS.md).
+  c.model.continuous_init = "normal"
   c.model.dtype = "float32"  # activations: float32 or bfloat16
   c.model.param_dtype = "float32"
 

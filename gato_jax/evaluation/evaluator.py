@@ -22,10 +22,10 @@ from gato_jax.evaluation import datasets, report as report_lib, scores
 from gato_jax.evaluation.datasets import EvaluationError
 from gato_jax.tokenizers import VocabLayout
 
-# Model keys that change how the model runs, not the parameters it has: they may differ between the
-# training config and the evaluation config.
+# Model keys that change how the model runs or was initialised, not the parameters it has: they may
+# differ between the training config and the evaluation config.
 RUNTIME_MODEL_KEYS = ("dropout_rate", "scan_layers", "remat_policy", "dtype", "attention_impl",
-                      "max_image_tokens")
+                      "max_image_tokens", "continuous_init")
 
 
 @dataclasses.dataclass

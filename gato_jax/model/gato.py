@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gato_jax.model import logical as lg
+from gato_jax.model import value_init
 from gato_jax.model.embedding import EmbeddingFunction, check_features
 from gato_jax.model.options import ModelOptions
 from gato_jax.model.transformer import KVCache, SequenceModel, dropout
@@ -32,6 +33,10 @@ class Gato(nnx.Module):
         param_dtype=options.weight_dtype, rngs=rngs,
         kernel_init=nnx.initializers.normal(stddev=1.0 / math.sqrt(options.embed_dim)),
         kernel_metadata=lg.axes(lg.EMBED, lg.VOCAB))
+    if options.continuous_init != "normal":
+      table = self.embedding.token_table.embedding
+      table.value = value_init.apply_continuous_init(table[...], rngs.params(), *layout.continuous_range(),
+                                                     options.continuous_init)
 
   def __call__(self, features, *, train: bool = False, rng=None):
     """Causal pass over whole sequences: logits float32 [B, L, vocab_size] predicting position t+1.

@@ -5,10 +5,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from gato_jax.model.value_init import CONTINUOUS_INITS
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 NORMS = ("layer_norm", "rms_norm")
 POSITION_EMBEDDINGS = ("none", "learned")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "blocked")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -45,6 +47,7 @@ class ModelOptions:
   attention_impl: str
   dtype: str
   param_dtype: str
+  continuous_init: str
 
   def __post_init__(self):
     def need(ok, key, expected):
@@ -63,6 +66,7 @@ class ModelOptions:
     need(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
     need(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
     need(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
+    need(self.continuous_init in CONTINUOUS_INITS, "continuous_init", f"one of {CONTINUOUS_INITS}")
     need(self.patch_channels % self.resnet_groups == 0, "patch_channels",
          f"a multiple of resnet_groups={self.resnet_groups} (GroupNorm splits channels into groups)")
     need(self.patch_size % self.patch_stem_stride == 0, "patch_stem_stride",
@@ -96,5 +100,7 @@ class ModelOptions:
 
   @property
   def attention_implementation(self):
-    """`implementation` of jax.nn.dot_product_attention: None lets JAX pick for the backend."""
+    """`implementation` of jax.nn.dot_product_attention, None for "auto" (JAX picks for the backend;
+    on CPU past 256 positions transformer.blocked_causal_attention, which skips the masked half), or
+    "blocked" (that function on any backend)."""
     return None if self.attention_impl == "auto" else self.attention_impl

@@ -74,10 +74,12 @@ def train_flops_per_step(model_def, model_config, vocab_size: int, batch_size: i
 
 
 @functools.cache
-def measure_host_flops(dtype: str = "float32", size: int = 1024, repeats: int = 5) -> float:
+def measure_host_flops(dtype: str = "float32", size: int = 1024, repeats: int = 5,
+                       num_devices: int = 0) -> float:
   """Best-of-`repeats` FLOP/s of this host: one dense [size, size] matmul on every local device at
-  once (fake CPU devices share the cores, so one device alone would not show the host's peak)."""
-  devices = jax.local_devices()
+  once (fake CPU devices share the cores, so one device alone would not show the host's peak), or on
+  the first `num_devices` of them (bench/train_step.py: a 1-device mesh's own peak)."""
+  devices = jax.local_devices()[:num_devices or None]
   mesh = jax.sharding.Mesh(np.array(devices), ("d",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
   x = jax.device_put(jnp.ones((len(devices), size, size), dtype), sharding)

@@ -144,7 +144,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
       * mesh.size)
   train_step = step_lib.make_train_step(model_def, tx, schedule,
                                         grad_accum_steps=config.optimizer.grad_accum_steps, loss_fn=loss_fn)
-  compiled = _compile(train_step, abstract_state, mesh, config)
+  compiled = compile_train_step(train_step, abstract_state, mesh, config)
   # Processes finish compiling at different times; their first collective must not wait for a slow
   # peer (CPU gloo gives up after 30s), so they meet at a coordination-service barrier first.
   checkpointing.barrier("gato_train_compiled", timeout_s=START_BARRIER_TIMEOUT_S)
@@ -198,8 +198,9 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last_scalars)
 
 
-def _compile(train_step, abstract_state, mesh, config):
-  """The train step compiled ahead of time for the global batch, with explicit shardings."""
+def compile_train_step(train_step, abstract_state, mesh, config):
+  """The train step compiled ahead of time for the global batch, with explicit shardings (the loop's
+  and bench/train_step.py's one way to build it)."""
   shapes = features.feature_shapes(config.data.sequence_length, config.model.patch_size)
   shardings = partitioning.batch_shardings(shapes, mesh)
   abstract_batch = {name: jax.ShapeDtypeStruct((config.batch_size,) + shape, features.FEATURE_DTYPES[name],
