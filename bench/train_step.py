@@ -23,7 +23,6 @@ Writes bench/results/train_step.json and train_step.md, with --profile a summary
 of one traced step of each PROFILED row (bench/train_step_report.py).
 """
 
-import contextlib
 import functools
 import importlib
 import json
@@ -44,7 +43,6 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gato_jax import partitioning  # noqa: E402
-from gato_jax.model import transformer  # noqa: E402
 from gato_jax.tokenizers.layout import VocabLayout  # noqa: E402
 from gato_jax.training import flops, loop, optimizer, state as state_lib, step as step_lib  # noqa: E402
 from gato_jax.training.synthetic import SyntheticIterator  # noqa: E402
@@ -69,32 +67,18 @@ _PIPELINE = flags.DEFINE_string("input_pipeline", "bench/results/input_pipeline.
                                 "input pipeline results to compare tokens/s with")
 _OUT = flags.DEFINE_string("out_dir", "bench/results", "where train_step.{json,md} go")
 
-# Switches flipped against the `cpu` row: (name, config.model overrides, gather_images, code swap).
-# A code swap {attribute of gato_jax.model.transformer: replacement} applies while the variant compiles:
-# the before row of a pure speed-up that has no config switch (none at present).
+# Switches flipped against the `cpu` row: (name, config.model overrides, gather_images).
 ABLATIONS = (
-    ("attention_impl=xla (dense causal)", {"attention_impl": "xla"}, False, {}),
-    ("dtype=bfloat16", {"dtype": "bfloat16"}, False, {}),
-    ("remat_policy=full", {"remat_policy": "full"}, False, {}),
-    ("remat_policy=dots_saveable", {"remat_policy": "dots_saveable"}, False, {}),
-    ("scan_layers=False", {"scan_layers": False}, False, {}),
-    ("max_image_tokens=K (gathered)", {}, True, {}),
-    ("max_image_tokens=0 (batch without images)", {"max_image_tokens": 0}, False, {}),
+    ("attention_impl=xla (dense causal)", {"attention_impl": "xla"}, False),
+    ("dtype=bfloat16", {"dtype": "bfloat16"}, False),
+    ("remat_policy=full", {"remat_policy": "full"}, False),
+    ("remat_policy=dots_saveable", {"remat_policy": "dots_saveable"}, False),
+    ("scan_layers=False", {"scan_layers": False}, False),
+    ("max_image_tokens=K (gathered)", {}, True),
+    ("max_image_tokens=0 (batch without images)", {"max_image_tokens": 0}, False),
 )
 PROFILED = ("cpu", "attention_impl=xla (dense causal)")  # rows whose step is traced (with --profile)
 TRACE_DIR = "/tmp/gato_train_step_profile"
-
-
-@contextlib.contextmanager
-def swapped(module, replacements: dict):
-  saved = {name: getattr(module, name) for name in replacements}
-  try:
-    for name, value in replacements.items():
-      setattr(module, name, value)
-    yield
-  finally:
-    for name, value in saved.items():
-      setattr(module, name, value)
 
 
 def load_config(preset: str, **model_overrides):
@@ -285,12 +269,11 @@ def run_rows(presets, batch_sizes, peak_of) -> tuple[list, dict]:
     return rows, traced
   if "cpu" in PROFILED:
     trace("cpu", base)
-  for name, overrides, gather, swap in ABLATIONS:
+  for name, overrides, gather in ABLATIONS:
     if _ONLY.value and not any(name.startswith(prefix) for prefix in _ONLY.value):
       continue
-    with swapped(transformer, swap):
-      variant = attempt(_ABLATE.value, name, lambda: runner(_ABLATE.value, {**cpu, **overrides},
-                                                            gather_images=gather))
+    variant = attempt(_ABLATE.value, name, lambda: runner(_ABLATE.value, {**cpu, **overrides},
+                                                          gather_images=gather))
     if variant is None:
       continue
     base.times = []
