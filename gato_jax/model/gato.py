@@ -33,6 +33,7 @@ class Gato(nnx.Module):
         param_dtype=options.weight_dtype, rngs=rngs,
         kernel_init=nnx.initializers.normal(stddev=1.0 / math.sqrt(options.embed_dim)),
         kernel_metadata=lg.axes(lg.EMBED, lg.VOCAB))
+    # Only a non-default init draws a key, so "normal" models keep the exact params they had before.
     if options.continuous_init != "normal":
       table = self.embedding.token_table.embedding
       table.value = value_init.apply_continuous_init(table[...], rngs.params(), *layout.continuous_range(),
