@@ -92,8 +92,18 @@ def parse_overrides(items) -> dict:
   out = {}
   for item in items:
     key, value = item.split("=", 1)
-    out[key] = {"True": True, "False": False}.get(value, int(value) if value.lstrip("-").isdigit() else value)
+    out[key] = {"True": True, "False": False}.get(value, _number(value))
   return out
+
+
+def _number(text: str):
+  """int, else float, else the text itself (a dtype or policy name)."""
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return text
 
 
 def image_tokens_per_row(batch) -> int:
