@@ -38,6 +38,9 @@ EXTRAS = {
         "pygame-ce==2.5.8",
     ],
     "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+    # bench/peer_torch.py's PyTorch peer only (never the core install or CI). Install the CPU build
+    # (2.13.0+cpu, which satisfies this pin): the default Linux wheel also pulls the CUDA libraries.
+    "bench": ["torch==2.13.0", "transformers==5.18.0"],
     "tpu": [f"jax[tpu]=={JAX_VERSION}"],
     "cuda": [f"jax[cuda12]=={JAX_VERSION}"],
 }
