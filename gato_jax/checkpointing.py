@@ -6,18 +6,30 @@ Layout of `<workdir>/checkpoints/<step>/`:
                   tf.train.Checkpoint, or the synthetic iterator's JSON), written by that process
   config/         the resolved config as JSON
 
-Saves are asynchronous (the arrays are copied off the device, then written in the background) and
-atomic: Orbax writes into a temporary directory and renames it when every process is done, so a
-process killed mid-save leaves only a temporary directory, which is ignored and removed. A
-checkpoint that was committed but cannot be read back (lost or truncated files) is moved aside to
-`<step>.unreadable-<time>` with a warning, and the previous checkpoint is restored instead.
+Committed: a step is committed when Orbax lists it (`committed_steps`: Orbax's standard step names,
+finalized by its atomic rename, or commit_success.txt on buckets). gato-train and gato-eval both
+use that one definition. Saves are asynchronous and atomic: a process killed mid-save leaves only
+Orbax's temporary directory, which is ignored and removed.
+
+Reading a committed checkpoint back can fail two ways (`restore_latest`):
+  transient  an OSError such as EIO / ETIMEDOUT, a storage status UNAVAILABLE / DEADLINE_EXCEEDED,
+             or the step directory vanished (an unmounted disk, a bucket outage): retried with
+             backoff; nothing is ever renamed; if it persists the run stops (CheckpointError)
+  corrupt    anything else (lost or truncated files): `checkpoint.on_unreadable` decides:
+             fallback  the newest readable checkpoint is restored and the newer unreadable ones are
+                       moved to `<step>.unreadable-<time>`; when none is readable: refuse
+             restart   as fallback, but when none is readable move them all aside and start at step 0
+             fail      refuse at the first unreadable checkpoint, moving nothing
+Each attempt restores into a freshly built input iterator, so a fallback or a fresh start reads the
+same batches as a run that never saw the unreadable checkpoint.
 
 Restoring goes through `StandardRestore` onto an abstract state that carries the *target* shardings,
-so a checkpoint written on one mesh (say 8 devices, fsdp=4 x tensor=2) restores onto any other
-(say 1 device): that is resharding, done by Orbax while reading.
+so a checkpoint written on one mesh restores onto any other (Orbax reshards while reading).
 """
 
 import asyncio
+import contextlib
+import errno
 import itertools
 import json
 import os
@@ -25,7 +37,7 @@ import signal
 import tempfile
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from absl import logging
 from etils import epath
@@ -34,6 +46,76 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 STATE, DATA_ITERATOR, CONFIG = "state", "data_iterator", "config"
+ON_UNREADABLE = ("fallback", "restart", "fail")
+# The one definition of a step directory's name and of "committed", for training and evaluation.
+NAME_FORMAT = ocp.step.standard_name_format()
+
+_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE,
+                     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ENOTCONN,
+                     errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOMEDIUM}
+_TRANSIENT_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED")  # tensorstore / gRPC status names
+
+
+class CheckpointError(RuntimeError):
+  """Checkpoints that cannot be read or written; the message names the steps and what to do."""
+
+
+class IteratorMismatchError(CheckpointError):
+  """The checkpoint's input-iterator state does not fit this run (not corruption: nothing moves)."""
+
+
+def _chain(error: BaseException):
+  while error is not None:
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def _reason(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {(lines[0] if lines else '')[:300]}"
+
+
+def is_transient(error: BaseException, step_dir: epath.Path) -> bool:
+  """Whether a read error says "the storage is not there right now" rather than "the data is bad"."""
+  for e in _chain(error):
+    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
+      return True
+    if any(status in str(e) for status in _TRANSIENT_STATUS):
+      return True
+  try:
+    return not step_dir.exists()
+  except OSError:
+    return True
+
+
+def is_disk_full(error: BaseException) -> bool:
+  return any((isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+             for e in _chain(error))
+
+
+def committed_steps(directory) -> list[int]:
+  """The committed checkpoint steps of `directory`, oldest first (Orbax's own listing)."""
+  return sorted(m.step for m in NAME_FORMAT.find_all(_absolute(directory)))
+
+
+def skipped_entries(directory) -> dict[str, str]:
+  """{name: why it is not a committed checkpoint} for every step-like entry of `directory` that Orbax
+  does not list."""
+  directory = _absolute(directory)
+  if not directory.exists():
+    return {}
+  committed = {NAME_FORMAT.build_name(s) for s in committed_steps(directory)}
+  out = {}
+  for name in sorted(p.name for p in directory.iterdir()):
+    if name in committed or not name[:1].isdigit():
+      continue
+    if ".orbax-checkpoint-tmp" in name:
+      out[name] = "a save in progress or interrupted (Orbax's temporary directory)"
+    elif ".unreadable-" in name:
+      out[name] = "moved aside by gato-train as unreadable"
+    else:
+      out[name] = "not committed (Orbax does not list it)"
+  return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -76,13 +158,18 @@ class DataIteratorHandler(ocp.AsyncCheckpointHandler):
 
   def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
     prefix = _process_prefix()
-    found = sorted(p.name for p in directory.iterdir() if p.name.startswith(prefix))
+    present = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    found = [name for name in present if name.startswith(prefix)]
     if not found:
-      present = sorted(p.name for p in directory.iterdir())
-      raise FileNotFoundError(
-          f"{directory}: no data iterator state for {prefix} (files: {present or 'none'}). "
-          "A run restarted with a different number of processes cannot resume its input streams; "
-          "set --config.checkpoint.restore_data_iterator=False to restart them from the seed.")
+      others = sorted({name.split("-of-")[1].split(".")[0].split("_")[0] for name in present
+                       if name.startswith("process_") and "-of-" in name})
+      if others:
+        raise IteratorMismatchError(
+            f"{directory}: the input iterators were saved by {' or '.join(others)} process(es), this run "
+            f"has {jax.process_count()}; set --config.checkpoint.restore_data_iterator=False to resume "
+            "the state and restart the input streams from the seed")
+      raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory "
+                              f"{'holds only ' + str(present) if present else 'is empty or missing'}")
     with tempfile.TemporaryDirectory() as tmp:
       for name in found:
         with open(os.path.join(tmp, "state" + name[len(prefix):]), "wb") as f:
@@ -121,13 +208,19 @@ def _absolute(path) -> epath.Path:
 # The manager.
 # ---------------------------------------------------------------------------------------------------
 
-class Checkpointer:
-  """The run's CheckpointManager with the keep policy, torn-checkpoint fallback and config record."""
+_OK, _CORRUPT, _TRANSIENT = 0, 1, 2
+
+
+class TrainCheckpointManager:
+  """The run's Orbax CheckpointManager: keep policy, unreadable-checkpoint handling (module docstring),
+  config record, disk-full errors that say the previous checkpoint is intact, and preemption."""
 
   def __init__(self, directory, *, every_steps: int, keep_last: int = 3, keep_every: int = 0,
-               async_save: bool = True):
+               async_save: bool = True, read_attempts: int = 4, retry_backoff_s: float = 2.0):
     _no_replica_parallel_on_cpu()
     self.directory = _absolute(directory)
+    self._read_attempts, self._retry_backoff_s = max(1, read_attempts), retry_backoff_s
+    self._saving: int | None = None  # the step of the save in flight, for error messages
     leftovers = _temporary_dirs(self.directory) if jax.process_index() == 0 else []
     if leftovers:
       logging.warning("Removing %d unfinished checkpoint(s) of an interrupted save: %s", len(leftovers),
@@ -138,7 +231,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(max(1, every_steps)),
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+        step_name_format=NAME_FORMAT, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True, create=True)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA_ITERATOR: DataIteratorHandler(),
@@ -150,6 +244,10 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def reached_preemption(self, step: int) -> bool:
+    """Orbax's check of jax's preemption sync point (multi-process: every process agrees on `step`)."""
+    return self._manager.reached_preemption(step)
+
   def save(self, step: int, state, *, data_iterator=None, config: Mapping[str, Any] | None = None,
            force: bool = False) -> bool:
     """Saves if the interval says so (or `force`); returns whether a save started (async)."""
@@ -158,52 +256,152 @@ class Checkpointer:
       items[DATA_ITERATOR] = DataIteratorSave(data_iterator)
     if config is not None:
       items[CONFIG] = ocp.args.JsonSave(dict(config))
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    with self._save_errors():
+      started = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if started:
+      self._saving = step
+    return started
+
+  def wait_until_finished(self) -> None:
+    with self._save_errors():
+      self._manager.wait_until_finished()
+    self._saving = None
+
+  @contextlib.contextmanager
+  def _save_errors(self):
+    """Turns a failed (possibly earlier, asynchronous) save into one CheckpointError that says which
+    checkpoint is still intact."""
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as error:  # pylint: disable=broad-except
+      committed = [s for s in committed_steps(self.directory) if s != self._saving]
+      previous = (f"the previous checkpoint (step {committed[-1]}) is intact" if committed
+                  else "there is no earlier checkpoint")
+      full = is_disk_full(error)
+      raise CheckpointError(
+          f"saving checkpoint step {self._saving} to {self.directory} failed: "
+          f"{'no space left on device' if full else _reason(error)}; {previous}: "
+          f"{'free space, then rerun' if full else 'rerun'} and training resumes from it") from error
 
   def restore(self, step: int, abstract_state, *, data_iterator=None):
-    """The state of `step` onto `abstract_state`'s shardings (and the iterator, restored in place)."""
-    items = {STATE: ocp.args.StandardRestore(abstract_state)}
+    """The state of `step` onto `abstract_state`'s shardings (and the iterator, restored in place
+    once the state has been read)."""
+    state = self._manager.restore(step, args=ocp.args.Composite(
+        **{STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
     if data_iterator is not None:
-      items[DATA_ITERATOR] = DataIteratorRestore(data_iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items))[STATE]
-
-  def restore_latest(self, abstract_state, *, data_iterator=None):
-    """(state, step) of the newest readable checkpoint, or (None, None) when there is none.
-
-    A checkpoint that fails to read on any process is moved aside with a warning and the one before
-    it is tried, so every process ends up on the same step.
-    """
-    for step in sorted(self.all_steps(), reverse=True):
-      error = None
-      try:
-        state = self.restore(step, abstract_state, data_iterator=data_iterator)
-      except Exception as e:  # pylint: disable=broad-except  # any unreadable file means "torn"
-        state, error = None, e
-      if _all_processes_ok(error is None):
-        return state, step
-      logging.warning("Checkpoint %s of %s is unreadable (%s: %s); falling back to the previous one.",
-                      step, self.directory, type(error).__name__ if error else "failed on another process",
-                      str(error)[:500] if error else "")
-      self._move_aside(step)
-    return None, None
+      self._manager.restore(step, args=ocp.args.Composite(
+          **{DATA_ITERATOR: DataIteratorRestore(data_iterator)}))
+    return state
 
   def restore_config(self, step: int) -> dict[str, Any]:
     return self._manager.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))[CONFIG]
 
+  def restore_latest(self, abstract_state, *, make_iterator: Callable[[], Any] | None = None,
+                     on_unreadable: str = "fallback"):
+    """(state, step, iterator) of the newest readable checkpoint, or (None, None, a fresh iterator).
+
+    `make_iterator()` builds a fresh input iterator (None: the iterator is neither built nor
+    restored); every attempt gets a new one. Every process ends on the same step: they agree on
+    each checkpoint's outcome before acting on it.
+    """
+    if on_unreadable not in ON_UNREADABLE:
+      raise ValueError(f"config.checkpoint.on_unreadable={on_unreadable!r} must be one of {ON_UNREADABLE}")
+    self._wait_for_directory()
+    self._manager.reload()
+    unreadable: dict[int, str] = {}
+    for step in sorted(self.all_steps(), reverse=True):
+      iterator = make_iterator() if make_iterator is not None else None
+      state, reason = self._read(step, abstract_state, iterator)
+      if reason is None:
+        for bad in unreadable:
+          self._move_aside(bad)
+        if unreadable:
+          logging.warning("Restored step %d; checkpoint(s) %s were unreadable (%s) and moved aside.", step,
+                          sorted(unreadable), _listed(unreadable))
+        return state, step, iterator
+      unreadable[step] = reason
+      logging.warning("Checkpoint %d of %s is unreadable (%s).", step, self.directory, reason)
+      if on_unreadable == "fail":
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} is unreadable ({reason}); nothing was moved. "
+            "Set --config.checkpoint.on_unreadable=fallback to restore the newest readable one instead")
+    if unreadable and on_unreadable != "restart":
+      raise CheckpointError(
+          f"every checkpoint in {self.directory} is unreadable: {_listed(unreadable)}; nothing was moved. "
+          "To start again from step 0, set --config.checkpoint.on_unreadable=restart (it moves them to "
+          "<step>.unreadable-<time>)")
+    for bad in unreadable:
+      self._move_aside(bad)
+    if unreadable:
+      logging.warning("Every checkpoint was unreadable (%s); on_unreadable=restart: starting at step 0.",
+                      _listed(unreadable))
+    return None, None, make_iterator() if make_iterator is not None else None
+
+  def _wait_for_directory(self) -> None:
+    """The manager created the directory; if it is gone now the storage is away (an unmounted disk),
+    which must not read as "no checkpoint, start at step 0"."""
+    for attempt in range(self._read_attempts):
+      if _agree(_OK if self.directory.exists() else _TRANSIENT) == _OK:
+        return
+      if attempt + 1 < self._read_attempts:
+        time.sleep(self._retry_backoff_s * 2 ** attempt)
+    raise CheckpointError(f"the checkpoint directory {self.directory} has disappeared (an unmounted disk or "
+                          "a storage outage?); not starting over from step 0: rerun when it is back")
+
+  def _read(self, step: int, abstract_state, iterator):
+    """(state, None), or (None, why) for a corrupt checkpoint; transient errors are retried, then raised."""
+    for attempt in range(self._read_attempts):
+      error, outcome = None, _OK
+      try:
+        state = self.restore(step, abstract_state, data_iterator=iterator)
+      except IteratorMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except  # classified below
+        state, error = None, e
+        outcome = _TRANSIENT if is_transient(e, self.directory / NAME_FORMAT.build_name(step)) else _CORRUPT
+      outcome = _agree(outcome)  # the worst outcome of any process
+      if outcome == _OK:
+        return state, None
+      if outcome == _CORRUPT:
+        return None, _reason(error) if error is not None else "unreadable on another process"
+      why = _reason(error) if error is not None else "unavailable on another process"
+      if attempt + 1 == self._read_attempts:
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} could not be read after {self._read_attempts} "
+            f"attempts ({why}); the storage looks unavailable, so nothing was moved or deleted: rerun "
+            "when it is back") from error
+      delay = self._retry_backoff_s * 2 ** attempt
+      logging.warning("Reading checkpoint %d failed transiently (%s); retrying in %.0f s.", step, why, delay)
+      time.sleep(delay)
+      self._manager.reload()
+    raise AssertionError("unreachable")
+
   def _move_aside(self, step: int) -> None:
     if jax.process_index() == 0:
-      path = self.directory / str(step)
-      target = self.directory / f"{step}.unreadable-{int(time.time())}"
+      path = self.directory / NAME_FORMAT.build_name(step)
+      target = self.directory / f"{path.name}.unreadable-{int(time.time())}"
       path.rename(target)
       logging.warning("Moved %s to %s.", path, target)
     barrier(f"gato_checkpoint_move_aside_{step}")
     self._manager.reload()
 
-  def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.close()
+
+
+
+
+def _listed(unreadable: Mapping[int, str]) -> str:
+  return "; ".join(f"step {s} ({why})" for s, why in sorted(unreadable.items(), reverse=True))
+
+
+def _agree(outcome: int) -> int:
+  if jax.process_count() == 1:
+    return outcome
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(np.max(multihost_utils.process_allgather(np.array(outcome, np.int32))))
 
 
 def _no_replica_parallel_on_cpu() -> None:
@@ -222,13 +420,6 @@ def _temporary_dirs(directory: epath.Path) -> list[epath.Path]:
   if not directory.exists():
     return []
   return [p for p in directory.iterdir() if p.is_dir() and ".orbax-checkpoint-tmp" in p.name]
-
-
-def _all_processes_ok(ok: bool) -> bool:
-  if jax.process_count() == 1:
-    return ok
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
 
 
 def barrier(name: str, timeout_s: int = 600) -> None:
@@ -274,19 +465,16 @@ def load_params(path, abstract_params):
 class PreemptionWatcher:
   """Tells the loop when to save and exit because the job is being preempted.
 
-  Multi-process jobs use jax's preemption sync manager (it catches SIGTERM itself and makes every
-  process agree on the same step, so they save the same checkpoint). A single process installs a
-  SIGTERM handler that only sets a flag; the loop checks it between steps.
+  Multi-process jobs use Orbax's `reached_preemption` (jax's preemption sync manager catches SIGTERM
+  and makes every process agree on the step, so they save the same checkpoint). That service runs
+  only under jax.distributed, so a single process keeps its own SIGTERM flag, checked between steps.
   """
 
-  def __init__(self):
+  def __init__(self, manager: TrainCheckpointManager):
+    self._manager = manager
     self._flag = threading.Event()
-    self._distributed = False
     self._previous = None
-    if jax.process_count() > 1:
-      from jax._src import distributed  # pylint: disable=g-import-not-at-top
-      self._distributed = distributed.global_state.preemption_sync_manager is not None
-    if not self._distributed and threading.current_thread() is threading.main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._on_signal)
 
   def _on_signal(self, signum, frame):
@@ -302,10 +490,7 @@ class PreemptionWatcher:
       self._previous = None
 
   def reached(self, step: int) -> bool:
-    if self._distributed:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._flag.is_set()
+    return self._flag.is_set() or self._manager.reached_preemption(step)
 
 
 def config_to_json(config) -> dict[str, Any]:

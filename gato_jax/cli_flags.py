@@ -1,13 +1,43 @@
-"""Flags shared by the gato-* entry points, defined once so that any of them can be imported together."""
+"""Flags shared by the gato-* entry points, defined once so that any of them can be imported together,
+and the start-up every entry point shares: flag errors as one line, user task modules, cache dirs."""
+
+import difflib
+import importlib
+import os
+import runpy
+import sys
+import tempfile
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py); "
                                          "override any key with --config.key=value.", lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory: checkpoints, TensorBoard logs, the "
                               "resolved config and evaluation reports.")
+EXIT_USAGE = 2
+# Third-party caches that default to the home directory (which may be read-only on a cluster).
+CACHE_VARIABLES = {"MPLCONFIGDIR": "matplotlib", "KERAS_HOME": "keras",
+                   "MESA_SHADER_CACHE_DIR": "mesa_shader_cache", "MESA_GLSL_CACHE_DIR": "mesa_shader_cache"}
+
+
+def module_import_flag():
+  """--module_import (repeatable): modules to import before the config's data is resolved, where a
+  user's own `register_control_task(...)` / SeqIO registrations live. Shared by every entry point."""
+  if "module_import" in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS["module_import"])
+  return flags.DEFINE_multi_string("module_import", [], "Modules to import first: where your own "
+                                   "register_control_task(...) calls live (repeatable).")
+
+
+def import_modules(names) -> None:
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      fail(f"--module_import={name}: {e}")
 
 
 def require(*holders) -> None:
@@ -16,3 +46,104 @@ def require(*holders) -> None:
   missing = [h.name for h in holders if h.value is None]
   if missing:
     raise app.UsageError(f"missing required flags: {', '.join('--' + m for m in missing)}")
+
+
+def fail(message: str, status: int = EXIT_USAGE) -> None:
+  """One line on stderr, then exit: what every bad input gets instead of a traceback."""
+  print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
+def _config_path(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _config_keys(path: str) -> list[str]:
+  """Every dotted key of the config file at `path` (for "did you mean"); [] when it does not load."""
+  try:
+    config = runpy.run_path(path.split(":")[0])["get_config"]()
+  except Exception:  # pylint: disable=broad-except  # reported by the config flag itself
+    return []
+  keys, stack = [], [("", config)]
+  while stack:
+    prefix, node = stack.pop()
+    for key, value in node.items():
+      keys.append(prefix + key)
+      if hasattr(value, "items"):
+        stack.append((prefix + key + ".", value))
+  return keys
+
+
+def _one_line(error: Exception) -> str:
+  """An exception's first line, with its last line too when the first only introduces a traceback."""
+  lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def _unknown_config_key(argv, name: str | None = None) -> str | None:
+  """"--config.<key>: <file> has no key ... (did you mean ...)" for the first override naming a key
+  the config file lacks (or for `name`), else None."""
+  path = _config_path(argv)
+  if not path:
+    return None
+  if not os.path.exists(path.split(":")[0]):
+    return f"--config={path}: no such file"
+  keys = _config_keys(path)
+  given = [name] if name else [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  for flag in given:
+    key = flag[len("config."):]
+    if keys and key not in keys:
+      close = difflib.get_close_matches(key, keys, n=3)
+      return (f"--{flag}: {path} has no key {key!r}" + (f" (did you mean {', '.join(close)}?)" if close
+                                                          else ""))
+  return None
+
+
+def parse_flags(argv):
+  """absl's flag parsing (app.run's `flags_parser`), but a bad flag, a missing config file or a
+  typo'd --config.key ends in one line and exit 2, and the config is loaded here, before any work."""
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.UnrecognizedFlagError as e:
+    fail(_unknown_config_key(argv, e.flagname) if e.flagname.startswith("config.") and
+         _unknown_config_key(argv, e.flagname) else f"unknown flag --{e.flagname}")
+  except Exception as e:  # pylint: disable=broad-except  # config_flags raises KeyError & co. while parsing
+    fail(_unknown_config_key(argv) or _one_line(e))
+  path = _config_path(argv)
+  if path:
+    if not os.path.exists(path.split(":")[0]):
+      fail(f"--config={path}: no such file")
+    try:
+      CONFIG.value  # pylint: disable=pointless-statement  # loads the file and applies the overrides
+    except Exception as e:  # pylint: disable=broad-except
+      lines = [line for line in str(e).strip().splitlines() if line.strip()]
+      fail(_unknown_config_key(argv) or f"--config={path}: {type(e).__name__}: {lines[-1] if lines else ''}")
+  return rest
+
+
+def isolate_caches() -> None:
+  """Points unset third-party cache variables into a per-user temporary directory, so a read-only
+  home directory does not break plotting, Keras or Mesa's shader cache (and no workdir is touched
+  before the config has been checked)."""
+  root = os.path.join(tempfile.gettempdir(), f"gato_jax_cache_{os.getuid()}")
+  for variable, name in CACHE_VARIABLES.items():
+    if not os.environ.get(variable):
+      os.environ[variable] = os.path.join(root, name)
+      os.makedirs(os.environ[variable], exist_ok=True)
+
+
+def quiet_library_logs() -> None:
+  """Orbax logs every save and restore at INFO through absl, which drowns the progress lines: keep
+  its warnings and errors only (our own INFO lines stay)."""
+  handler = logging.get_absl_handler()
+  if not getattr(handler, "_gato_quiet", False):
+    handler.addFilter(lambda r: r.levelno >= logging.converter.STANDARD_WARNING
+                      or f"{os.sep}orbax{os.sep}" not in r.pathname)
+    handler._gato_quiet = True  # pylint: disable=protected-access

@@ -4,12 +4,15 @@
   gato-eval --config experiments/tiny_demo.py --workdir demo_output --step 400
   gato-eval --config experiments/tiny_demo.py --workdir demo_output --watch    # each new checkpoint
   gato-eval ... --config.eval.tasks=cartpole --config.eval.episodes_per_task=20 --config.eval.greedy=True
+  gato-eval --module_import=my_tasks ... --config.eval.tasks=my_task                 # your own task
 
 Writes <workdir>/eval/report.json (per task: normalized_score with its interval, mean_return,
 expert_return, random_return, episodes, ...), report.md, scores.png, gifs/<task>.gif, one
 steps/step_N.json per evaluated checkpoint, and TensorBoard scalars in <workdir>/tensorboard/eval;
-prints the score table and where those files are. Exit code 1 with a one-line reason on bad input
-(unknown task, no checkpoint, a checkpoint that does not match the config, dataset not built).
+prints the score table and where those files are. Checkpoints are the committed steps gato-train
+resumes from (Orbax's listing); step directories left out are logged with the reason. Exit code 1
+with a one-line reason on bad input (unknown task, no checkpoint, a checkpoint that does not match
+the config, dataset not built); 2 for a bad flag, config file or --config.key.
 """
 
 import os
@@ -21,6 +24,7 @@ from gato_jax import cli_flags
 
 _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
+_MODULE_IMPORT = cli_flags.module_import_flag()
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as training writes it, until "
                            "the final step (config.num_train_steps) or config.eval.watch_timeout_s.")
@@ -39,6 +43,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   cli_flags.require(_CONFIG, _WORKDIR)
+  cli_flags.quiet_library_logs()
+  cli_flags.import_modules(_MODULE_IMPORT.value)
   from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top
   from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
@@ -57,7 +63,8 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  app.run(main)
+  cli_flags.isolate_caches()
+  app.run(main, flags_parser=cli_flags.parse_flags)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
   gato-train --config experiments/tiny_demo.py --workdir /tmp/gato_demo \\
       [--config.batch_size=64 --config.mesh.fsdp=4 --config.data.mixture=synthetic ...]
+  gato-train --module_import=my_tasks --config ... --config.data.mixture=my_task:1   (your own task)
 
 Multi-process (one process per host or per GPU), flags passed by the launchers in launch/:
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I
@@ -10,10 +11,14 @@ single process. A process that stops heartbeating for --heartbeat_timeout_second
 process exit with an error instead of waiting for it forever.
 
 Exit status: 0 done; 143 preempted (SIGTERM) after saving a checkpoint, so that restart policies
-(GKE JobSet, SLURM --requeue) run it again and it resumes; 2 a config that cannot run (message says
-why); 3 a non-finite loss or gradient with `on_nonfinite="stop"` (message names the step and tasks).
+(GKE JobSet, SLURM --requeue) run it again and it resumes; 2 a config or flag that cannot run (one
+line says why); 3 a non-finite loss or gradient with `on_nonfinite="stop"`, or
+`max_consecutive_skips` of them in a row with "skip" (the message names the step and tasks); 4
+checkpoints that cannot be read or written (the message names the steps; nothing good is moved);
+75 a peer process died or lost contact (multi-process: restart the whole job to resume).
 """
 
+import os
 import sys
 
 from absl import app
@@ -24,6 +29,7 @@ from gato_jax import cli_flags
 
 _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
+_MODULE_IMPORT = cli_flags.module_import_flag()
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
@@ -32,15 +38,21 @@ _HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
 _INIT_TIMEOUT = flags.DEFINE_integer("initialization_timeout", 300,
                                      "Seconds to wait for every process to join.")
 
-EXIT_PREEMPTED, EXIT_CONFIG, EXIT_NONFINITE = 143, 2, 3
+EXIT_PREEMPTED, EXIT_CONFIG, EXIT_NONFINITE, EXIT_CHECKPOINT, EXIT_PEER_LOST = 143, 2, 3, 4, 75
+
+
+def _stop(error: Exception, status: int) -> None:
+  cli_flags.fail(str(error), status)
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   cli_flags.require(_CONFIG, _WORKDIR)
+  cli_flags.quiet_library_logs()
+  cli_flags.import_modules(_MODULE_IMPORT.value)
   # Before anything touches a device: joining the other processes defines the device set.
-  from gato_jax import partitioning  # pylint: disable=g-import-not-at-top
+  from gato_jax import checkpointing, partitioning  # pylint: disable=g-import-not-at-top
   partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                       heartbeat_timeout_seconds=_HEARTBEAT.value,
                                       initialization_timeout=_INIT_TIMEOUT.value)
@@ -48,13 +60,18 @@ def main(argv) -> None:
   try:
     result = loop.train(_CONFIG.value, _WORKDIR.value)
   except (partitioning.MeshConfigError, loop.ConfigError) as e:
-    logging.error("%s", e)
-    print(f"gato-train: {e}", file=sys.stderr)
-    sys.exit(EXIT_CONFIG)
+    _stop(e, EXIT_CONFIG)
   except loop.NonFiniteError as e:
+    _stop(e, EXIT_NONFINITE)
+  except (checkpointing.CheckpointError, loop.DataLossError) as e:
+    _stop(e, EXIT_CHECKPOINT if isinstance(e, checkpointing.CheckpointError) else EXIT_CONFIG)
+  except loop.PeerLostError as e:
+    # Skips the atexit shutdown of jax.distributed: with a peer gone it would wait for that peer's
+    # barrier (~77 s) and then abort (status 134).
     logging.error("%s", e)
-    print(f"gato-train: {e}", file=sys.stderr)
-    sys.exit(EXIT_NONFINITE)
+    print(f"gato-train: {e}", file=sys.stderr, flush=True)
+    logging.flush()
+    os._exit(EXIT_PEER_LOST)  # pylint: disable=protected-access
   if result.preempted:
     logging.warning("Preempted at step %d; checkpoint saved. Exiting with %d.", result.step, EXIT_PREEMPTED)
     sys.exit(EXIT_PREEMPTED)
@@ -63,7 +80,8 @@ def main(argv) -> None:
 
 def run() -> None:
   """Console-script entry point."""
-  app.run(main)
+  cli_flags.isolate_caches()
+  app.run(main, flags_parser=cli_flags.parse_flags)
 
 
 if __name__ == "__main__":

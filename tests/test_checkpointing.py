@@ -41,7 +41,7 @@ def test_synthetic_iterator_state_round_trips_through_a_checkpoint(tmp_path, mes
   iterator = SyntheticIterator(layout, 8, 16, seed=3)
   for _ in range(3):
     iterator.get_next()
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   ckpt.save(3, small_state(mesh), data_iterator=iterator, config={"seed": 3})
   ckpt.wait_until_finished()
   expected = iterator.get_next()
@@ -66,7 +66,7 @@ def test_tf_data_iterator_resumes_exactly(tmp_path, mesh):
   iterator = make()
   for _ in range(5):
     iterator.get_next()
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   ckpt.save(5, small_state(mesh), data_iterator=iterator)
   ckpt.wait_until_finished()
   expected = [iterator.get_next()["x"] for _ in range(3)]
@@ -77,7 +77,7 @@ def test_tf_data_iterator_resumes_exactly(tmp_path, mesh):
 
 
 def test_keep_last_plus_keep_every(tmp_path, mesh):
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1, keep_last=2, keep_every=4, async_save=False)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1, keep_last=2, keep_every=4, async_save=False)
   state = small_state(mesh)
   for step in range(1, 10):
     assert ckpt.save(step, state)
@@ -87,7 +87,7 @@ def test_keep_last_plus_keep_every(tmp_path, mesh):
 
 
 def test_save_interval_and_force(tmp_path, mesh):
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=3, keep_last=10)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=3, keep_last=10)
   state = small_state(mesh)
   saved = [step for step in range(1, 8) if ckpt.save(step, state)]
   assert ckpt.save(8, state, force=True)
@@ -97,7 +97,7 @@ def test_save_interval_and_force(tmp_path, mesh):
 
 
 def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, mesh, caplog):
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   ckpt.save(2, small_state(mesh, 2.0))
   ckpt.save(4, small_state(mesh, 4.0))
   ckpt.close()
@@ -106,12 +106,12 @@ def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, mesh, c
     for name in files:
       if "ocdbt" in root or name == "manifest.ocdbt":
         os.remove(os.path.join(root, name))
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   with caplog.at_level(logging.WARNING):
-    state, step = ckpt.restore_latest(abstract_of(small_state(mesh)))
+    state, step, _ = ckpt.restore_latest(abstract_of(small_state(mesh)))
   assert step == 2
   np.testing.assert_array_equal(np.asarray(state["params"]["w"]), np.asarray(small_state(mesh, 2.0)["params"]["w"]))
-  assert "Checkpoint 4" in caplog.text and "unreadable" in caplog.text
+  assert "Checkpoint 4" in caplog.text and "unreadable" in caplog.text and "moved aside" in caplog.text
   assert ckpt.all_steps() == [2]
   assert any(name.startswith("4.unreadable-") for name in os.listdir(tmp_path))
   assert ckpt.save(4, small_state(mesh, 5.0))  # the step can be written again
@@ -119,16 +119,16 @@ def test_torn_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, mesh, c
 
 
 def test_interrupted_save_is_ignored_and_removed(tmp_path, mesh, caplog):
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   ckpt.save(2, small_state(mesh, 2.0))
   ckpt.close()
   partial = tmp_path / "4.orbax-checkpoint-tmp"
   (partial / "state").mkdir(parents=True)
   (partial / "state" / "half_written").write_bytes(b"\0" * 10)
   with caplog.at_level(logging.WARNING):
-    ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+    ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   assert "unfinished checkpoint" in caplog.text
-  state, step = ckpt.restore_latest(abstract_of(small_state(mesh)))
+  state, step, _ = ckpt.restore_latest(abstract_of(small_state(mesh)))
   assert step == 2 and int(state["step"]) == 7
   deadline = time.time() + 30  # Orbax removes temporary directories in a background thread
   while partial.exists() and time.time() < deadline:
@@ -138,18 +138,18 @@ def test_interrupted_save_is_ignored_and_removed(tmp_path, mesh, caplog):
 
 
 def test_no_checkpoint_restores_nothing(tmp_path, mesh):
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
-  assert ckpt.restore_latest(abstract_of(small_state(mesh))) == (None, None)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
+  assert ckpt.restore_latest(abstract_of(small_state(mesh))) == (None, None, None)
   ckpt.close()
 
 
 def test_restore_with_another_process_count_names_the_fix(tmp_path, mesh):
   layout = VocabLayout(text_vocab_size=128, num_continuous_bins=64, num_discrete_values=64)
-  ckpt = checkpointing.Checkpointer(tmp_path, every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
   ckpt.save(1, small_state(mesh), data_iterator=SyntheticIterator(layout, 8, 16))
   ckpt.wait_until_finished()
   os.rename(tmp_path / "1" / "data_iterator" / "process_0-of-1", tmp_path / "1" / "data_iterator" / "process_0-of-2")
-  with pytest.raises(FileNotFoundError, match="restore_data_iterator=False"):
+  with pytest.raises(checkpointing.IteratorMismatchError, match="saved by 2 process.*restore_data_iterator=False"):
     ckpt.restore(1, abstract_of(small_state(mesh)), data_iterator=SyntheticIterator(layout, 8, 16))
   ckpt.close()
 
@@ -166,7 +166,7 @@ def test_train_state_from_fsdp4_tensor2_restores_onto_one_device(tmp_path):
   state = state_lib.create_train_state(model_fn, tx, big, model_def, seed=0)
   specs = [x.sharding.spec for x in jax.tree.leaves(state.params)]
   assert any("fsdp" in str(s) for s in specs) and any("tensor" in str(s) for s in specs)
-  ckpt = checkpointing.Checkpointer(tmp_path / "checkpoints", every_steps=1)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path / "checkpoints", every_steps=1)
   ckpt.save(1, state)
   ckpt.wait_until_finished()
   checkpointing.export_params(state.params, tmp_path / "params")
@@ -174,7 +174,7 @@ def test_train_state_from_fsdp4_tensor2_restores_onto_one_device(tmp_path):
   one = partitioning.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
                                jax.devices()[:1])
   target = state_lib.abstract_train_state(model_fn, tx, one, model_def)
-  restored, step = ckpt.restore_latest(target)
+  restored, step, _ = ckpt.restore_latest(target)
   assert step == 1
   expected = support.params_to_numpy(state)
   for leaf, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
@@ -201,7 +201,7 @@ def test_train_state_from_fsdp4_tensor2_restores_onto_one_device(tmp_path):
 def test_relative_directory_saves_and_restores(tmp_path, mesh, monkeypatch):
   """`--workdir demo_output` is relative: tensorstore refuses relative paths, so they are resolved."""
   monkeypatch.chdir(tmp_path)
-  ckpt = checkpointing.Checkpointer("run/checkpoints", every_steps=1, async_save=False)
+  ckpt = checkpointing.TrainCheckpointManager("run/checkpoints", every_steps=1, async_save=False)
   state = small_state(mesh, scale=2.0)
   ckpt.save(3, state, force=True)
   ckpt.wait_until_finished()

@@ -2,9 +2,10 @@
 checkpoint of a running training (`watch`).
 
 Checkpoints are read from `<workdir>/checkpoints/<step>` (gato_jax/checkpointing.py), params only, onto
-one device whatever mesh trained them. Only committed checkpoints are read (Orbax writes
-`_CHECKPOINT_METADATA` when it commits); evaluation never writes into the checkpoint directory, so
-it can run beside the training that is filling it.
+one device whatever mesh trained them. Only committed checkpoints are read, by the one definition
+gato-train uses too (`checkpointing.committed_steps`: Orbax's own listing), and the step-like entries
+left out are logged with the reason; evaluation never writes into the checkpoint directory, so it
+can run beside the training that is filling it.
 """
 
 import copy
@@ -35,16 +36,23 @@ class Checkpoint:
 
 
 def committed_checkpoints(workdir: str) -> list[Checkpoint]:
-  """Finished checkpoints of `workdir`, oldest first (a save still in progress is not listed)."""
+  """Committed checkpoints of `workdir`, oldest first (what gato-train would resume from)."""
+  from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     return []
-  out = []
-  for name in os.listdir(directory):
-    path = os.path.join(directory, name)
-    if name.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
-      out.append(Checkpoint(int(name), path))
-  return sorted(out, key=lambda c: c.step)
+  return [Checkpoint(step, os.path.join(directory, checkpointing.NAME_FORMAT.build_name(step)))
+          for step in checkpointing.committed_steps(directory)]
+
+
+def log_skipped(workdir: str, already: set | None = None) -> dict[str, str]:
+  """Logs each step-like entry of the checkpoint directory that is not evaluated, and why."""
+  from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  skipped = checkpointing.skipped_entries(os.path.join(workdir, "checkpoints"))
+  for name, why in skipped.items():
+    if already is None or name not in already:
+      logging.warning("Not evaluating checkpoints/%s: %s.", name, why)
+  return skipped
 
 
 def checkpoint_config(checkpoint: Checkpoint, workdir: str) -> Optional[dict]:
@@ -137,7 +145,7 @@ class Evaluator:
     try:
       params = checkpointing.load_params(checkpoint.path, abstract)
     except Exception as e:  # pylint: disable=broad-except
-      if not os.path.exists(os.path.join(checkpoint.path, "_CHECKPOINT_METADATA")):
+      if not os.path.isdir(checkpoint.path):
         raise FileNotFoundError(f"checkpoint {checkpoint.path} was deleted while being read") from e
       raise EvaluationError(f"checkpoint {checkpoint.path} does not fit the model of this config "
                             f"({type(e).__name__}: {str(e)[:600]}); evaluate with the training's config") from None
@@ -225,20 +233,20 @@ class Evaluator:
     return report
 
   def _captions_built(self) -> bool:
-    from gato_jax.data.sources import dataset_exists  # pylint: disable=g-import-not-at-top
-    try:
-      datasets.registry_entry("captions", "captions")
-    except EvaluationError:
-      return False
-    return dataset_exists("captions", self.data_dir)
+    from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+    ref = sources.discover_datasets(self.data_dir).get("captions")
+    return ref is not None and ref.kind == "captions"
 
   def checkpoint(self, step: Optional[int] = None) -> Checkpoint:
     """The checkpoint of `step` (default: the latest), with a clear error when there is none."""
     found = committed_checkpoints(self.workdir)
+    skipped = log_skipped(self.workdir)
     if not found:
       where = os.path.join(self.workdir, "checkpoints")
+      left_out = "; ".join(f"{name}: {why}" for name, why in skipped.items())
       raise EvaluationError(f"no checkpoint in {where}" + ("" if os.path.isdir(self.workdir) else
                                                            f" ({self.workdir} does not exist)")
+                            + (f" (skipped {left_out})" if left_out else "")
                             + "; train first: gato-train --config <experiment> --workdir " + self.workdir)
     if step is None:
       return found[-1]
@@ -260,7 +268,9 @@ class Evaluator:
     done = {r["step"] for r in report_lib.load_history(self.workdir)}
     evaluated: list[int] = []
     last_new = time.monotonic()
+    reported: set = set()
     while True:
+      reported |= set(log_skipped(self.workdir, reported))
       pending = [c for c in committed_checkpoints(self.workdir) if c.step not in done]
       for checkpoint in pending:
         last_new = time.monotonic()

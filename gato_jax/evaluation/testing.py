@@ -111,14 +111,14 @@ def counting_task(name: str = "counting", length: int = 6, crash_at: Optional[in
 
 def write_checkpoint(config, workdir: str, step: int, seed: int = 0, model=None) -> str:
   """Saves a model's params (and its config) as `<workdir>/checkpoints/<step>`, through the training's
-  Checkpointer (state = {"params", "step"}, what evaluation reads)."""
+  TrainCheckpointManager (state = {"params", "step"}, what evaluation reads)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
   model = model if model is not None else tiny_model(config, seed)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  manager = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep_last=10,
-                                       async_save=False)
+  manager = checkpointing.TrainCheckpointManager(os.path.join(workdir, "checkpoints"), every_steps=1,
+                                                 keep_last=10, async_save=False)
   try:
     manager.save(step, {"params": params, "step": jnp.asarray(step, jnp.int32)},
                  config=checkpointing.config_to_json(config), force=True)

@@ -10,34 +10,25 @@ is checked after step s + 1 is queued, and metrics are fetched only at log steps
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from absl import logging
 import jax
-import numpy as np
 
 from gato_jax import checkpointing, features, partitioning
 from gato_jax.tokenizers.layout import VocabLayout
-from gato_jax.training import flops, logger, optimizer, state as state_lib, step as step_lib
+from gato_jax.training import failures, flops, logger, optimizer, state as state_lib, step as step_lib
+from gato_jax.training.failures import DataLossError, NonFiniteError, NonFiniteGuard, PeerLostError
 from gato_jax.training.synthetic import SyntheticIterator
 
 ON_NONFINITE = ("stop", "skip")
 START_BARRIER_TIMEOUT_S = 1800
+DEFAULT_MAX_CONSECUTIVE_SKIPS = 10
+__all__ = ["ConfigError", "DataLossError", "NonFiniteError", "PeerLostError", "TrainResult", "train"]
 
 
 class ConfigError(ValueError):
   """A training setting the loop cannot honour; the message names the config key."""
-
-
-class NonFiniteError(FloatingPointError):
-  """A step produced a non-finite loss or gradient and `on_nonfinite="stop"`."""
-
-  def __init__(self, step: int, tasks: dict[str, int]):
-    self.step, self.tasks = step, tasks
-    listed = ", ".join(f"{name} ({n} rows)" for name, n in sorted(tasks.items())) or "unknown"
-    super().__init__(f"non-finite loss or gradient at step {step}; tasks in the batch: {listed}. "
-                     "The update was not applied; the last checkpoint is clean. Set "
-                     "--config.on_nonfinite=skip to skip such steps instead.")
 
 
 @dataclasses.dataclass
@@ -64,9 +55,17 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
         max_obs_positions=config.model.max_obs_positions,
         max_image_tokens=config.model.get("max_image_tokens", -1))
     return iterator, list(iterator.task_names)
+  data_dir = str(config.data.data_dir)
+  if "://" not in data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
+    raise ConfigError(f"config.data.data_dir={data_dir!r} does not exist; build the mixture's datasets "
+                      f"there first (gato-data build --data_dir={data_dir} --dataset=...)")
   from gato_jax import data  # pylint: disable=g-import-not-at-top  # TensorFlow + SeqIO
-  iterator = data.make_iterator(config, split, jax.process_index(), jax.process_count(), config.seed)
-  return iterator, data.task_names(data.get_mixture(config.data.mixture))
+  try:
+    iterator = data.make_iterator(config, split, jax.process_index(), jax.process_count(), config.seed)
+    return iterator, data.task_names(data.get_mixture(config.data.mixture))
+  except (KeyError, ValueError, FileNotFoundError) as e:  # the data's own messages name task and file
+    raise ConfigError(f"config.data.mixture={config.data.mixture!r} (data_dir {data_dir}): "
+                      f"{str(e).strip()}") from e
 
 
 def check_config(config) -> None:
@@ -80,12 +79,26 @@ def check_config(config) -> None:
     raise ConfigError(f"config.optimizer.grad_accum_steps={config.optimizer.grad_accum_steps} must be >= 1")
   if config.optimizer.decay_factor < 1:
     raise ConfigError(f"config.optimizer.decay_factor={config.optimizer.decay_factor} must be >= 1")
+  if int(config.get("max_consecutive_skips", DEFAULT_MAX_CONSECUTIVE_SKIPS)) < 0:
+    raise ConfigError(f"config.max_consecutive_skips={config.max_consecutive_skips} must be >= 0 (0: no limit)")
+  on_unreadable = config.checkpoint.get("on_unreadable", "fallback")
+  if on_unreadable not in checkpointing.ON_UNREADABLE:
+    raise ConfigError(f"config.checkpoint.on_unreadable={on_unreadable!r} must be one of "
+                      f"{checkpointing.ON_UNREADABLE}")
 
 
-def _task_counts(task_index: np.ndarray, task_names) -> dict[str, int]:
-  ids, counts = np.unique(np.asarray(task_index), return_counts=True)
-  name = lambda i: task_names[i] if task_names is not None and 0 <= i < len(task_names) else f"task {i}"
-  return {name(int(i)): int(n) for i, n in zip(ids, counts)}
+def create_state(model_fn: state_lib.ModelFn, tx, mesh, model_def: state_lib.ModelDef, config):
+  """The train state of a run that starts at step 0 (no checkpoint to resume): the one place where a
+  fresh state is made."""
+  return state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed)
+
+
+def _save_config_json(config, workdir: str) -> None:
+  """`<workdir>/config.json`, written once the config has been checked and its data found."""
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
 
 
 def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
@@ -110,23 +123,28 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   abstract_state = state_lib.abstract_train_state(model_fn, tx, mesh, model_def)
 
   is_primary = jax.process_index() == 0
-  if is_primary:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   if data_iterator is None:
-    iterator, task_names = make_data_iterator(config, layout)
-  else:
+    # Built anew for every restore attempt: a failed attempt may have moved the one it was given.
+    make_iterator = lambda: make_data_iterator(config, layout)[0]
+    iterator, task_names = make_data_iterator(config, layout)  # also checks the mixture and its data
+  else:  # the caller's own: cannot be rebuilt (the state is read first, so a bad one leaves it alone)
+    make_iterator = lambda: data_iterator
     iterator = data_iterator
     task_names = task_names if task_names is not None else getattr(data_iterator, "task_names", None)
-  ckpt = checkpointing.Checkpointer(
+  _save_config_json(config, workdir)
+  ckpt = checkpointing.TrainCheckpointManager(
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
       keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
       async_save=config.checkpoint.async_save)
-  restore_iterator = iterator if config.checkpoint.restore_data_iterator else None
-  state, step = ckpt.restore_latest(abstract_state, data_iterator=restore_iterator)
+  fresh = [iterator]  # the one built above serves the first restore attempt; later ones get new ones
+  new_iterator = lambda: fresh.pop() if fresh else make_iterator()
+  restore_iterator = config.checkpoint.restore_data_iterator
+  state, step, restored = ckpt.restore_latest(
+      abstract_state, make_iterator=new_iterator if restore_iterator else None,
+      on_unreadable=config.checkpoint.get("on_unreadable", "fallback"))
+  iterator = restored if restore_iterator else iterator
   if state is None:
-    state, step = state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed), 0
+    state, step = create_state(model_fn, tx, mesh, model_def, config), 0
     logging.info("Initialised a new train state.")
   else:
     logging.info("Resumed from step %d.", step)
@@ -148,17 +166,19 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   # Processes finish compiling at different times; their first collective must not wait for a slow
   # peer (CPU gloo gives up after 30s), so they meet at a coordination-service barrier first.
   checkpointing.barrier("gato_train_compiled", timeout_s=START_BARRIER_TIMEOUT_S)
-  preemption = checkpointing.PreemptionWatcher()
+  preemption = checkpointing.PreemptionWatcher(ckpt)
   config_json = checkpointing.config_to_json(config)
   save = lambda s, st, force: ckpt.save(s, st, data_iterator=iterator, config=config_json, force=force)
 
   last_step = config.num_train_steps if stop_after_steps is None else min(config.num_train_steps,
                                                                           step + stop_after_steps)
   interval, unchecked, last_scalars, preempted, first = [], None, None, False, True
-  check = lambda pending: _check_finite(pending, config.on_nonfinite, task_names)
+  check = NonFiniteGuard(config.on_nonfinite,
+                         int(config.get("max_consecutive_skips", DEFAULT_MAX_CONSECUTIVE_SKIPS)), task_names)
+  peer_lost = False
   try:
     while step < last_step:
-      local = iterator.get_next()
+      local = _next_batch(iterator, config)
       if first:
         features.check_batch(local, length, config.model.patch_size, where="data iterator batch")
       batch = partitioning.global_batch(local, mesh, config.batch_size)
@@ -190,12 +210,33 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
         and step > 0):
       ckpt.wait_until_finished()
       checkpointing.export_params(state.params, os.path.join(workdir, "params"))
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    # In a multi-process job a failed collective means a peer died or cannot be reached; waiting for
+    # the checkpoint in flight would wait for that peer too.
+    peer_lost = True
+    raise PeerLostError(f"process {jax.process_index()} of {jax.process_count()}: a collective failed at "
+                        f"step {step + 1}, so another process died or lost contact "
+                        f"({str(e).strip().splitlines()[0][:300]}). The last committed checkpoint is step "
+                        f"{ckpt.latest_step()}; restart the whole job to resume from it.") from e
   finally:
     preemption.close()
-    ckpt.wait_until_finished()
-    ckpt.close()
+    if not peer_lost:
+      ckpt.wait_until_finished()
+      ckpt.close()
     metrics_logger.close()
   return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last_scalars)
+
+
+def _next_batch(iterator, config):
+  """The iterator's next batch; a truncated or corrupt input file is named (tf.data names neither)."""
+  try:
+    return iterator.get_next()
+  except Exception as e:  # pylint: disable=broad-except
+    if type(e).__name__ != "DataLossError":
+      raise
+    raise failures.describe_data_loss(e, config.data.data_dir) from e
 
 
 def compile_train_step(train_step, abstract_state, mesh, config):
@@ -212,18 +253,3 @@ def compile_train_step(train_step, abstract_state, mesh, config):
     compiled = jitted.lower(abstract_state, abstract_batch).compile()
   logging.info("Compiled the train step in %.1fs.", time.perf_counter() - started)
   return compiled
-
-
-def _check_finite(pending, on_nonfinite: str, task_names) -> None:
-  if pending is None:
-    return
-  step, metrics, task_index = pending
-  if float(metrics["finite"]) >= 1:
-    return
-  if not task_index.is_fully_addressable:  # every process reaches this at the same step
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    task_index = multihost_utils.process_allgather(task_index, tiled=True)
-  tasks = _task_counts(np.asarray(task_index), task_names)
-  if on_nonfinite == "stop":
-    raise NonFiniteError(step, tasks)
-  logging.warning("Skipped the update of step %d: non-finite loss or gradient (tasks: %s).", step, tasks)
