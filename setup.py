@@ -34,6 +34,8 @@ EXTRAS = {
         "minigrid==3.2.0",
         "metaworld==3.1.1",
         "mujoco==3.3.0",
+        "dm-control==1.0.28",  # the last release on mujoco 3.3.0 (later ones pin mujoco 4)
+        "ale-py==0.12.1",  # Atari: the wheels ship the ROMs
         "box2d==2.3.10",
         "pygame-ce==2.5.8",
     ],
@@ -59,7 +61,7 @@ setuptools.setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "gato-data=gato_jax.data_cli:run",
+            "gato-data=data_pipelines.cli:run",
             "gato-train=gato_jax.train:run",
             "gato-model-summary=gato_jax.model_summary:run",
             "gato-eval=gato_jax.evaluate:run",

@@ -139,7 +139,8 @@ def main(argv):
   machine["tensorflow"] = tf.__version__
   built = {}
   if FLAGS.build_missing:
-    refs = sources.registered_datasets()
+    import data_pipelines  # pylint: disable=g-import-not-at-top  (what can be built, by name)
+    refs = {n: sources.DatasetRef(n, e.kind) for n, e in data_pipelines.DATASETS.items()}
     wanted = set()
     for name in FLAGS.mixtures:
       wanted |= set(mixtures.default_mixture_rates(refs.values()).get(name, mixtures.parse_mixture(name)))

@@ -6,7 +6,7 @@
 
 from data_pipelines.building import (BuildReport, DatasetExistsError, build, build_sentencepiece,
                                      is_built, make_builder)
-from data_pipelines.control import (ControlTask, episode_seed, generate_episodes, random_policy,
-                                    run_episode)
-from data_pipelines.registry import DATASETS, DatasetEntry, get, register_control_task
-from data_pipelines.text import resolve_sentencepiece_model, sentencepiece_path
+from data_pipelines.registry import DATASETS, DatasetEntry, get, register_control_task, unregister
+# The simulators' side, re-exported so a user's task file needs one import (README "add a task").
+from gato_jax.envs.control import (ControlTask, episode_seed, generate_episodes, random_policy,
+                                   run_episode)

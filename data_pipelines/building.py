@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from data_pipelines import registry
 from data_pipelines.text.sentencepiece_model import train_sentencepiece
+from gato_jax.data.vocabulary import sentencepiece_file
 
 
 class DatasetExistsError(FileExistsError):
@@ -90,8 +91,7 @@ def build(name: str, data_dir: str, episodes: Optional[int] = None,
 def build_sentencepiece(data_dir: str, vocab_size: int, text_files: Optional[Sequence[str]] = None,
                         overwrite: bool = False) -> str:
   """Trains the SentencePiece model (refusing to replace an existing one unless `overwrite`)."""
-  from data_pipelines.text.sentencepiece_model import sentencepiece_path
-  path = sentencepiece_path(data_dir, vocab_size)
+  path = sentencepiece_file(data_dir, vocab_size)
   if tf.io.gfile.exists(path) and not overwrite:
     raise DatasetExistsError(f"SentencePiece model {path} already exists; pass --overwrite to retrain it")
   start = time.perf_counter()

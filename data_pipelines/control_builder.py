@@ -1,11 +1,7 @@
 """The generic TFDS builder of control datasets: one class per ControlTask, made by `make_control_builder`.
 
-Features (RLDS-style, one step per action taken):
-  steps: Dataset({observation: {<TaskSpec fields, nested dicts kept>}, action, reward float32,
-                  is_first, is_last, is_terminal bool})
-  episode_return float32, episode_id int64 (the env seed that reproduces the episode)
-Text fields are tfds Text, images PNG-encoded Image (uint8 HxWx3), discrete int32, continuous float32.
-Metadata: task_spec (TaskSpec.to_dict()), expert_return / random_return (means over >= return_episodes
+Features: gato_jax/data/schema.py (the on-disk contract shared with the readers).
+Metadata: kind "control", domain, task_spec (TaskSpec.to_dict()), expert_return / random_return (means over >= return_episodes
 episodes), their standard deviations and counts, episodes_kept / episodes_rejected, per-split stats.
 """
 
@@ -14,42 +10,10 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines import control
 from data_pipelines.local_builder import LocalBuilder
-from gato_jax.episodes import FieldSpec, TaskSpec
-
-
-def field_feature(field: FieldSpec):
-  if field.modality == "text":
-    return tfds.features.Text()
-  if field.modality == "image":
-    return tfds.features.Image(shape=field.shape, dtype=np.uint8, encoding_format="png")
-  dtype = np.int32 if field.modality == "discrete" else np.float32
-  return tfds.features.Tensor(shape=field.shape, dtype=dtype)
-
-
-def _observation_features(tree: Mapping[str, Any]) -> tfds.features.FeaturesDict:
-  return tfds.features.FeaturesDict({
-      key: _observation_features(value) if isinstance(value, Mapping) else field_feature(value)
-      for key, value in tree.items()})
-
-
-def episode_features(spec: TaskSpec) -> tfds.features.FeaturesDict:
-  """The TFDS features of a control dataset with this spec (the on-disk contract)."""
-  a = spec.action
-  action_dtype = np.float32 if a.kind == "continuous" else np.int32
-  return tfds.features.FeaturesDict({
-      "steps": tfds.features.Dataset({
-          "observation": _observation_features(spec.observation),
-          "action": tfds.features.Tensor(shape=a.shape, dtype=action_dtype),
-          "reward": tfds.features.Scalar(dtype=np.float32),
-          "is_first": tfds.features.Scalar(dtype=np.bool_),
-          "is_last": tfds.features.Scalar(dtype=np.bool_),
-          "is_terminal": tfds.features.Scalar(dtype=np.bool_),
-      }),
-      "episode_return": tfds.features.Scalar(dtype=np.float32),
-      "episode_id": tfds.features.Scalar(dtype=np.int64),
-  })
+from gato_jax.data.schema import episode_features
+from gato_jax.envs import control
+from gato_jax.envs import registry as envs_registry
 
 
 def _cast_observation(tree: Mapping[str, Any], spec_tree: Mapping[str, Any]) -> dict:
@@ -75,7 +39,11 @@ def _mean_std(values) -> tuple[float, float]:
 class ControlEpisodeBuilder(LocalBuilder, skip_registration=True):
   """Episodes of `task`'s scripted expert; `return_episodes` sets how many episodes the returns average."""
 
+  KIND = "control"
   task: ClassVar[control.ControlTask]
+
+  def domain(self) -> str:
+    return envs_registry.domain_of(self.task)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._build_info(episode_features(self.task.spec),

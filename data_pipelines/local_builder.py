@@ -19,6 +19,7 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Made locally by gato-data (no download)."}
+  KIND = ""  # control | text | captions: recorded in the metadata, read back by gato_jax.data.sources
   DEFAULT_EPISODES = 100  # train examples when the caller gives none
   ZERO_MEANS_ALL = False  # num_train=0 takes every available example (finite corpora)
 
@@ -51,10 +52,14 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _finalize(self) -> None:
     """Called once every split is written: fill `self.build_metadata` (measured returns, counts)."""
 
+  def domain(self) -> str:
+    """The family the dataset reports under in mixtures and evaluation (default: its kind)."""
+    return self.KIND
+
   def _download_and_prepare(self, dl_manager, download_config):
     super()._download_and_prepare(dl_manager, download_config)
     self._finalize()
-    meta = {"build_seed": self.seed, "num_train": self.num_train, "num_validation": self.num_validation,
+    meta = {"kind": self.KIND, "domain": self.domain(), "build_seed": self.seed, "num_train": self.num_train, "num_validation": self.num_validation,
             "python_version": platform.python_version()}
     meta.update(self.build_metadata)
     self.info.metadata.update(to_json(meta))

@@ -1,15 +1,17 @@
 """Every dataset gato-data can build, by name: its TFDS builder class, kind and (control) ControlTask.
 
 `register_control_task(task)` is the one call that adds a user's own simulator + expert + TaskSpec:
-it makes the TFDS builder and lists the dataset here, so `gato-data build --dataset=NAME` and the
-SeqIO tasks (which read DATASETS) pick it up.
+it lists the task with gato_jax.envs (so gato-eval can act in it) and makes its TFDS builder here (so
+`gato-data build --dataset=NAME` writes it). Training needs neither: the SeqIO tasks read each built
+dataset's kind and TaskSpec from its own metadata in the data_dir.
 """
 
 import dataclasses
 from typing import Optional
 
-from data_pipelines.control import ControlTask
 from data_pipelines.control_builder import make_control_builder
+from gato_jax.envs import registry as envs_registry
+from gato_jax.envs.control import ControlTask
 
 KINDS = ("control", "text", "captions")
 
@@ -49,6 +51,8 @@ def register_control_task(task: ControlTask, *, default_episodes: int = 100,
   builder class, named `task.name`)."""
   if task.name in DATASETS:
     raise ValueError(f"dataset {task.name!r} is already registered; choose another ControlTask name")
+  if envs_registry.TASKS.get(task.name) is not task:
+    envs_registry.register(task, default_episodes=default_episodes)
   builder = make_control_builder(task, version=version)
   return register(DatasetEntry(task.name, builder, "control", task, default_episodes,
                                task.description))
@@ -60,12 +64,17 @@ def get(name: str) -> DatasetEntry:
   return DATASETS[name]
 
 
+def unregister(name: str) -> None:
+  """Forgets a user's dataset and its control task (tests add and remove their own)."""
+  DATASETS.pop(name, None)
+  envs_registry.unregister(name)
+
+
 def _register_builtins():
   # Imported here, not at the top: each source module only defines its tasks / builders.
-  from data_pipelines import babyai, captions, classic_control, metaworld, text
-  for module in (classic_control, babyai, metaworld):
-    for task, default_episodes in module.TASKS:
-      register_control_task(task, default_episodes=default_episodes)
+  from data_pipelines import captions, text
+  for name in envs_registry.names():
+    register_control_task(envs_registry.get(name), default_episodes=envs_registry.default_episodes(name))
   register(DatasetEntry("text", text.TextBuilder, "text", default_episodes=0,
                         description=text.TextBuilder.DESCRIPTION))
   register(DatasetEntry("captions", captions.CaptionsBuilder, "captions", default_episodes=2000,

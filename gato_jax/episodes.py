@@ -265,17 +265,32 @@ def episode_return(episode: Mapping[str, Any]) -> float:
   return float(np.sum(np.asarray(episode["steps"]["reward"], np.float64)))
 
 
-def stack_steps(steps: Sequence[Mapping[str, Any]]) -> dict:
-  """Turns a list of per-step dicts (as a rollout produces them) into one dict of stacked arrays."""
+def stack_steps(steps: Sequence[Mapping[str, Any]], _prefix: str = "") -> dict:
+  """Turns a list of per-step dicts (as a rollout produces them) into one dict of stacked arrays.
+
+  Every step must have step 0's keys and shapes; an EpisodeError names the first step and field that
+  differ (a simulator or observation_fn that changes its output mid-episode).
+  """
   if not steps:
     return {}
   first = steps[0]
   out = {}
   for key, value in first.items():
+    name = f"{_prefix}{key}"
+    for t, s in enumerate(steps):
+      if not isinstance(s, Mapping) or key not in s:
+        got = sorted(s) if isinstance(s, Mapping) else type(s).__name__
+        raise EpisodeError(f"step {t}: field {name!r} is missing (the step has {got}); expected the keys "
+                           f"of step 0: {sorted(first)}")
     if isinstance(value, Mapping):
-      out[key] = stack_steps([s[key] for s in steps])
+      out[key] = stack_steps([s[key] for s in steps], f"{name}/")
     elif isinstance(value, (str, bytes)):
       out[key] = [s[key] for s in steps]
     else:
-      out[key] = np.stack([np.asarray(s[key]) for s in steps])
+      arrays = [np.asarray(s[key]) for s in steps]
+      for t, a in enumerate(arrays):
+        if a.shape != arrays[0].shape:
+          raise EpisodeError(f"step {t}: field {name!r}: shape {a.shape}, expected {arrays[0].shape} as at "
+                             "step 0")
+      out[key] = np.stack(arrays)
   return out

@@ -10,4 +10,4 @@ def forget_new_datasets():
   before = set(dp.DATASETS)
   yield
   for name in set(dp.DATASETS) - before:
-    del dp.DATASETS[name]
+    dp.unregister(name)

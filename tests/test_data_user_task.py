@@ -35,10 +35,12 @@ def test_registered_control_task_is_picked_up_and_mixes(tmp_path):
     data_dir = str(tmp_path)
     data_pipelines.build(name, data_dir, episodes=6, validation_episodes=2, return_episodes=2)
     testing.build_control_dataset(data_dir, testing.cartpole_like_spec(), {"train": 6, "validation": 2})
-    assert sources.registered_datasets()[name].spec == entry.task.spec
+    # The data_dir is the catalogue: both datasets are found with their specs, nothing else is needed.
+    refs = sources.discover_datasets(data_dir)
+    assert refs[name].spec == entry.task.spec and refs[name].domain == "custom"
+    assert refs["tiny_pole"].kind == "control"
     config = testing.tiny_config(data_dir, mixture=f"{name}:3,tiny_pole:1", sequence_length=48, batch_size=8)
-    refs = {**sources.registered_datasets(), "tiny_pole": sources.DatasetRef("tiny_pole", "control")}
-    it = pipeline.make_iterator(config, "train", 0, 1, seed=0, datasets=refs)
+    it = pipeline.make_iterator(config, "train", 0, 1, seed=0)
     seen = []
     for _ in range(4):
       batch = it.get_next()
@@ -54,4 +56,4 @@ def test_registered_control_task_is_picked_up_and_mixes(tmp_path):
     assert kinds[first - 6:first].tolist() == [TokenKind.OBS_CONTINUOUS] * 6 or first < 6
     assert kinds[first + 1] == TokenKind.ACTION
   finally:
-    data_pipelines.registry.DATASETS.pop(name, None)
+    data_pipelines.unregister(name)

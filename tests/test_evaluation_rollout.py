@@ -4,7 +4,7 @@ rollout per domain (classic control, BabyAI, Meta-World) with a freshly initiali
 import numpy as np
 import pytest
 
-from data_pipelines import control, registry
+from gato_jax.envs import control, registry
 from gato_jax.evaluation import agent as agent_lib
 from gato_jax.evaluation import rollout, testing
 from gato_jax.tokenizers import TextTokenizer, VocabLayout
@@ -97,7 +97,7 @@ def model(config):
 @pytest.mark.parametrize("name,max_steps", [("cartpole", 12), ("babyai_gotoredball", 6), ("metaworld_reach", 6)])
 def test_one_short_rollout_per_domain_with_a_fresh_model(name, max_steps, config, model, tmp_path_factory):
   """The data's simulator, its observation format, a prompt from an expert episode of the same task."""
-  task = registry.DATASETS[name].task
+  task = registry.get(name)
   layout = VocabLayout.from_config(config.vocab)
   text = None
   if any(f.modality == "text" for _, f in task.spec.observation_fields()):

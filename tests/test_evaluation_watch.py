@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from gato_jax.evaluation import evaluator as evaluator_lib
+from gato_jax.data import testing as data_testing
 from gato_jax.evaluation import testing
 from gato_jax.evaluation.datasets import EvaluationError
 
@@ -96,22 +97,31 @@ def test_workdir_without_checkpoints_and_missing_step(tmp_path, config):
     evaluator.evaluate_checkpoint(9)
 
 
-def test_unknown_tasks_are_refused(config):
+@pytest.fixture(scope="module")
+def pole_data_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("pole_data")
+  data_testing.build_control_dataset(data_dir, data_testing.cartpole_like_spec(), {"train": 2, "validation": 1})
+  return str(data_dir)
+
+
+def test_unknown_tasks_are_refused(pole_data_dir):
   config = testing.tiny_config()
-  config.eval.tasks = "cartpole,not_a_task"
-  with pytest.raises(EvaluationError, match=r"unknown task\(s\) \['not_a_task'\]: the registered control "
-                                            r"tasks are .*cartpole"):
+  config.data.data_dir = pole_data_dir
+  config.eval.tasks = "tiny_pole,not_a_task"
+  with pytest.raises(EvaluationError, match=r"unknown task\(s\) \['not_a_task'\]: the control datasets in "
+                                            r".*pole_data.* are tiny_pole \(build or import"):
     evaluator_lib.resolve_tasks(config)
 
 
-def test_gato_eval_reports_bad_input_in_one_line(tmp_path):
+def test_gato_eval_reports_bad_input_in_one_line(tmp_path, pole_data_dir):
   proc = subprocess.run(
       [sys.executable, "-m", "gato_jax.evaluate", "--config", "experiments/tiny_demo.py",
-       "--workdir", str(tmp_path), "--config.eval.tasks=cartpole,pong"],
+       "--workdir", str(tmp_path), f"--config.data.data_dir={pole_data_dir}",
+       "--config.eval.tasks=tiny_pole,not_a_game"],
       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300, check=False)
   assert proc.returncode == 1
-  assert proc.stderr.strip().splitlines()[-1].startswith("gato-eval: unknown task(s) ['pong']")
+  assert proc.stderr.strip().splitlines()[-1].startswith("gato-eval: unknown task(s) ['not_a_game']")
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import data_pipelines as dp
-from gato_jax import data_cli
+from data_pipelines import cli as data_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,7 +64,7 @@ def test_bad_commands_are_usage_errors():
 def test_list_runs_as_a_program(tmp_path):
   dp.build("pendulum", str(tmp_path), episodes=1, validation_episodes=1, return_episodes=2)
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
-  result = subprocess.run([sys.executable, "-m", "gato_jax.data_cli", "list", f"--data_dir={tmp_path}"],
+  result = subprocess.run([sys.executable, "-m", "data_pipelines.cli", "list", f"--data_dir={tmp_path}"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=True)
   lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
   builtin = {"cartpole", "pendulum", "mountaincar", "lunarlander", "babyai_gotoredball",

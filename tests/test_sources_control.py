@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import data_pipelines as dp
-from data_pipelines import control
+from gato_jax.envs import control
 from data_pipelines.control_builder import make_control_builder
 from gato_jax.episodes import (ActionSpec, EpisodeError, FieldSpec, TaskSpec, flatten_spec, get_path,
                                validate_episode)
@@ -192,6 +192,28 @@ def test_a_failing_rollout_names_its_episode():
   with pytest.raises(RuntimeError, match=r"dataset 'broken_env_action', split 'validation', episode 0 "
                      r"\(env seed 400000\): the rollout failed: AssertionError"):
     list(control.generate_episodes(task, 1, seed=0, split="validation"))
+
+
+def _changes_at_step_2(change):
+  count = {"t": -1}
+
+  def observation_fn(raw_obs, env):
+    count["t"] += 1
+    state = np.asarray(raw_obs, np.float32)
+    return change(state) if count["t"] == 2 else {"state": state}
+
+  return observation_fn
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda state: {"state": state[:3]}, r"step 2: field 'observation/state': shape \(3,\), expected \(4,\)"),
+    (lambda state: {"velocity": state}, r"step 2: field 'observation/state' is missing"),
+])
+def test_one_bad_step_is_named_by_step_and_field(change, message):
+  task = _cartpole_task("broken_one_step", observation_fn=_changes_at_step_2(change))
+  with pytest.raises(EpisodeError, match=r"dataset 'broken_one_step', split 'train', episode 0 \(env seed 0\), "
+                     + message):
+    list(control.generate_episodes(task, 1, seed=0, split="train"))
 
 
 def test_empty_episode_is_refused():

@@ -8,7 +8,8 @@ import seqio
 import tensorflow_datasets as tfds
 
 import data_pipelines as dp
-from data_pipelines.captions import scenes
+from gato_jax.envs import scenes
+from gato_jax.data.vocabulary import sentencepiece_file, sentencepiece_model_path
 from data_pipelines.text import corpus
 from data_pipelines.text.sentencepiece_model import train_sentencepiece
 
@@ -65,7 +66,7 @@ def small_corpus(tmp_path_factory, documents):
 
 def test_sentencepiece_is_a_seqio_vocabulary_and_deterministic(tmp_path, small_corpus):
   path = train_sentencepiece(str(tmp_path / "a"), 200, files=[small_corpus])
-  assert path == dp.sentencepiece_path(str(tmp_path / "a"), 200) and path.endswith("text_200.model")
+  assert path == sentencepiece_file(str(tmp_path / "a"), 200) and path.endswith("text_200.model")
   again = train_sentencepiece(str(tmp_path / "b"), 200, files=[small_corpus])
   assert open(path, "rb").read() == open(again, "rb").read()
   vocab = seqio.SentencePieceVocabulary(path)
@@ -84,13 +85,13 @@ def test_sentencepiece_refuses_overwrite_and_names_too_large_vocabularies(tmp_pa
     dp.build_sentencepiece(str(tmp_path), 32000, [small_corpus])
 
 
-def test_resolve_sentencepiece_model_follows_the_config():
+def test_the_config_names_its_sentencepiece_model():
   from experiments import tiny_demo
   config = tiny_demo.get_config()
-  assert dp.resolve_sentencepiece_model(config) == os.path.join(
-      "demo_output/data", "sentencepiece", "text_512.model")
+  assert sentencepiece_model_path(config.vocab, config.data.data_dir) == os.path.join(
+      os.path.abspath("demo_output/data"), "sentencepiece", "text_512.model")
   config.vocab.sentencepiece_model = "/models/spm_32k.model"
-  assert dp.resolve_sentencepiece_model(config) == "/models/spm_32k.model"
+  assert sentencepiece_model_path(config.vocab, config.data.data_dir) == "/models/spm_32k.model"
 
 
 def test_captions_match_their_ground_truth(tmp_path):
@@ -127,7 +128,7 @@ def test_text_build_trains_the_demo_vocabulary_covering_missions_and_captions(tm
   report = dp.build("text", str(tmp_path), episodes=0, text_vocab_size=512)
   assert report.num_train > 500 and report.num_validation > 10
   path = report.metadata["sentencepiece_model"]
-  assert path == dp.sentencepiece_path(str(tmp_path), 512)
+  assert path == sentencepiece_file(str(tmp_path), 512)
   vocab = seqio.SentencePieceVocabulary(path)
   assert vocab.vocab_size == 512
   phrases = ["go to the red ball", "pick up the purple box in front of you", "open the yellow door",

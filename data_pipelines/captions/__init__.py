@@ -1,4 +1,4 @@
 """Image-text pairs made locally: rendered coloured shapes with generated captions and their ground truth."""
 
 from data_pipelines.captions.builder import CaptionsBuilder
-from data_pipelines.captions.scenes import COLORS, SHAPES, caption, sample_scene
+

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.captions import scenes
-from data_pipelines.control import Progress
+from gato_jax.envs import scenes
+from gato_jax.envs.control import Progress
 from data_pipelines.local_builder import LocalBuilder
 
 _SPLIT_IDS = {"train": 0, "validation": 1}
@@ -13,6 +13,7 @@ _SPLIT_IDS = {"train": 0, "validation": 1}
 class CaptionsBuilder(LocalBuilder):
   """Example i of a split is drawn from default_rng([seed, split id, i]): deterministic, order-free."""
 
+  KIND = "captions"
   name = "captions"
   DESCRIPTION = ("Rendered 64x64 scenes of one or two groups of coloured shapes with a generated caption "
                  "('a red circle and two blue squares') and the ground truth (colour, shape, count).")

@@ -2,5 +2,4 @@
 
 from data_pipelines.text.builder import TextBuilder
 from data_pipelines.text.corpus import documents, split_of
-from data_pipelines.text.sentencepiece_model import (resolve_sentencepiece_model, sentencepiece_path,
-                                                     train_sentencepiece)
+from data_pipelines.text.sentencepiece_model import train_sentencepiece

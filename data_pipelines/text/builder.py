@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.control import Progress
+from gato_jax.envs.control import Progress
 from data_pipelines.local_builder import LocalBuilder
 from data_pipelines.text import corpus
 from data_pipelines.text.sentencepiece_model import train_sentencepiece
@@ -18,6 +18,7 @@ class TextBuilder(LocalBuilder):
   whole corpus, so a text build leaves the vocabulary the SeqIO tasks need next to the data.
   """
 
+  KIND = "text"
   name = "text"
   DESCRIPTION = ("English text that ships with Python: the language reference (pydoc topics) and the "
                  "standard library's docstrings, cut into documents of <= 4000 characters.")

@@ -12,19 +12,9 @@ from typing import Optional, Sequence
 
 from absl import logging
 
-from data_pipelines.control import Progress
+from gato_jax.envs.control import Progress
 from data_pipelines.text import corpus
-
-
-def sentencepiece_path(data_dir: str, vocab_size: int) -> str:
-  return os.path.join(os.path.expanduser(data_dir), "sentencepiece", f"text_{int(vocab_size)}.model")
-
-
-def resolve_sentencepiece_model(config) -> str:
-  """The model file a config uses: `vocab.sentencepiece_model`, else the locally trained one."""
-  if config.vocab.get("sentencepiece_model"):
-    return os.path.expanduser(config.vocab.sentencepiece_model)
-  return sentencepiece_path(config.data.data_dir, config.vocab.text_vocab_size)
+from gato_jax.data.vocabulary import sentencepiece_file
 
 
 def training_sentences(files: Optional[Sequence[str]] = None) -> list[str]:
@@ -37,7 +27,7 @@ def train_sentencepiece(data_dir: str, vocab_size: int, files: Optional[Sequence
   """Trains (unless present) and writes the model; returns its path."""
   import sentencepiece as spm
   import tensorflow as tf
-  path = sentencepiece_path(data_dir, vocab_size)
+  path = sentencepiece_file(data_dir, vocab_size)
   if tf.io.gfile.exists(path) and not overwrite:
     logging.info("SentencePiece model %s exists; reusing it (pass overwrite to retrain)", path)
     return path

@@ -7,8 +7,9 @@
 Each example of a mixture carries `task_index`: the position of its task in `mixture.tasks`
 (seqio orders them by name; `task_names(mixture)` lists them).
 - control_demo: what the CPU demo trains on: CartPole, BabyAI GoToRedBall, Meta-World reach, equal rates.
-- gato_local: every registered dataset; the paper's domain shares (85% control split evenly over the
-  control tasks, 10% text, 5% captions), renormalised over the domains present.
+- gato_local: every dataset of the data_dir; the paper's shares by kind (85% control split evenly over
+  the control tasks, 10% text, 5% captions), renormalised over the kinds present.
+- <domain>_all (babyai_all, metaworld_all, ...): the control tasks of one domain, equal rates.
 """
 
 from typing import Iterable, Mapping, Optional
@@ -22,7 +23,7 @@ from gato_jax.data import sources
 from gato_jax.data.sources import DatasetRef
 
 CONTROL_DEMO = {"cartpole": 1.0, "babyai_gotoredball": 1.0, "metaworld_reach": 1.0}
-DOMAIN_SHARES = {"control": 0.85, "text": 0.10, "captions": 0.05}
+KIND_SHARES = {"control": 0.85, "text": 0.10, "captions": 0.05}
 
 
 def stream_seed(seed: int, *parts) -> int:
@@ -61,9 +62,8 @@ def check_rates(name: str, rates: Mapping[str, float]) -> dict[str, float]:
   unknown = sorted(t for t in rates if t not in known)
   if unknown:
     raise ValueError(f"mixture {name!r} names unknown task(s) {unknown}; registered tasks: "
-                     f"{sorted(known) if len(known) < 60 else f'{len(known)} tasks'} (datasets of "
-                     "data_pipelines.registry, or a task added with register_control_task before "
-                     "gato_jax.data.tasks.register_all)")
+                     f"{sorted(known) if len(known) < 60 else f'{len(known)} tasks'} (one per dataset "
+                     "in config.data.data_dir: build or import the missing ones with gato-data)")
   bad = {t: r for t, r in rates.items() if not (isinstance(r, (int, float)) and r > 0)}
   if bad:
     raise ValueError(f"mixture {name!r}: rates must be numbers > 0, got {bad}")
@@ -100,8 +100,12 @@ def default_mixture_rates(datasets: Iterable[DatasetRef]) -> dict[str, dict[str,
   gato_local = {}
   for kind, names in by_kind.items():
     for n in names:
-      gato_local[n] = DOMAIN_SHARES[kind] / len(names)
-  return {"control_demo": dict(CONTROL_DEMO), "gato_local": gato_local}
+      gato_local[n] = KIND_SHARES[kind] / len(names)
+  by_domain: dict[str, dict[str, float]] = {}
+  for ref in datasets:
+    if ref.kind == "control" and ref.domain:
+      by_domain.setdefault(f"{ref.domain}_all", {})[ref.name] = 1.0
+  return {"control_demo": dict(CONTROL_DEMO), "gato_local": gato_local, **by_domain}
 
 
 def register_default_mixtures(datasets: Iterable[DatasetRef]) -> list[str]:

@@ -36,16 +36,16 @@ def per_process_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
-def _refs(datasets) -> dict[str, DatasetRef]:
-  """`datasets` (default: data_pipelines' registry) by name."""
+def _refs(config, datasets) -> dict[str, DatasetRef]:
+  """`datasets` (default: every dataset in config.data.data_dir) by name."""
   if datasets is None:
-    return sources.registered_datasets()
+    return sources.discover_datasets(config.data.data_dir)
   return dict(datasets) if isinstance(datasets, Mapping) else {r.name: r for r in datasets}
 
 
 def _prepare(config, datasets) -> tuple[seqio.Mixture, dict[str, DatasetRef]]:
   """Registers tasks, resolves config.data.mixture and checks it against the data_dir and L."""
-  refs = _refs(datasets)
+  refs = _refs(config, datasets)
   tasks.register_all(config, refs)
   mixture = mixtures.get_mixture(config.data.mixture)
   data_dir = sources.expand_data_dir(config.data.data_dir)
@@ -115,9 +115,10 @@ def make_eval_dataset(config, task_name: str, split: str = "validation", *, batc
   index in config.data.mixture when it is part of it, else 0. `prompt_probability` overrides
   config.data.prompt_probability (e.g. 0.0 to score without prompts).
   """
-  refs = _refs(datasets)
+  refs = _refs(config, datasets)
   if task_name not in refs:
-    raise ValueError(f"unknown task {task_name!r}; known datasets: {sorted(refs)}")
+    raise ValueError(f"task {task_name!r}: no such dataset in {sources.expand_data_dir(config.data.data_dir)}; "
+                     f"found: {sorted(refs)}")
   tasks.register_all(config, refs)
   data_dir = sources.expand_data_dir(config.data.data_dir)
   sources.require_dataset(task_name, data_dir, context="evaluation: ")

@@ -1,9 +1,10 @@
-"""Where the SeqIO tasks read from: the datasets data_pipelines/ lists, TFDS sources, episode checks.
+"""Where the SeqIO tasks read from: the datasets found in a data_dir, TFDS sources, episode checks.
 
-A dataset is known by a `DatasetRef` (name, kind, TaskSpec for control). `registered_datasets()` reads
-them from `data_pipelines.registry.DATASETS` each time it is called, so a control task a user adds with
-`data_pipelines.register_control_task(...)` is seen by the next `register_all`. Any other TFDS dataset
-that follows the on-disk contract can be named explicitly (its spec is then read from its metadata).
+A data_dir is its own catalogue. `discover_datasets(data_dir)` lists every finished dataset in it and
+learns each one's kind, TaskSpec and domain from the dataset's own TFDS metadata (the builders in
+data_pipelines/ write it), so training needs neither data_pipelines nor any simulator: a directory of
+built datasets is enough. A foreign dataset read in place (e.g. an RLDS directory in a bucket) is a
+link file `<data_dir>/<name>/gato_source.json` instead, resolved by `gato_jax.data.foreign`.
 
 Control episodes are read with `EpisodeSource`: the RLDS `steps` Dataset of each episode becomes dense
 [T, ...] tensors, checked against the spec (empty episode, shapes, NaN, values and actions outside
@@ -11,10 +12,12 @@ their ranges) with errors naming the dataset, split, episode id and field.
 """
 
 import dataclasses
+import json
 import os
 import zlib
 from typing import Any, Mapping, Optional
 
+from absl import logging
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -22,47 +25,55 @@ import tensorflow_datasets as tfds
 from gato_jax.episodes import TaskSpec, get_path
 
 KINDS = ("control", "text", "captions")
+LINK_FILE = "gato_source.json"  # a foreign dataset read in place (gato_jax.data.foreign)
 MAX_EPISODE_STEPS = 1 << 30  # batch size that turns a whole `steps` Dataset into one dense batch
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetRef:
-  """What the SeqIO side needs to know about one TFDS dataset of the data_dir."""
+  """What the SeqIO side needs to know about one dataset of the data_dir.
+
+  spec: control only; None reads `task_spec` from the dataset's metadata when the task is made.
+  domain: the family it reports under (babyai, metaworld, text, ...), for per-domain mixtures.
+  link: the parsed link file of a foreign dataset read in place (None: a TFDS dataset of the data_dir).
+  """
   name: str
   kind: str  # control | text | captions
-  spec: Optional[TaskSpec] = None  # control only; None: read `task_spec` from the dataset's metadata
+  spec: Optional[TaskSpec] = None
+  domain: str = ""
+  link: Optional[Mapping[str, Any]] = dataclasses.field(default=None, hash=False)
 
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f"dataset {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
 
 
-def registered_datasets() -> dict[str, DatasetRef]:
-  """Every dataset data_pipelines knows (built-ins and register_control_task additions), by name."""
-  from data_pipelines import registry  # imported late: it imports the simulators' task modules
-  return {name: DatasetRef(name, e.kind, e.task.spec if e.task is not None else None)
-          for name, e in registry.DATASETS.items()}
-
-
 def expand_data_dir(data_dir: str) -> str:
   return os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
 
 
-def sentencepiece_path(vocab_config, data_dir: str) -> str:
-  """config.vocab.sentencepiece_model, else the model data_pipelines/text trains in the data_dir."""
-  override = vocab_config.get("sentencepiece_model", "") if hasattr(vocab_config, "get") else ""
-  if override:
-    return os.path.expanduser(override)
-  return os.path.join(expand_data_dir(data_dir), "sentencepiece",
-                      f"text_{int(vocab_config['text_vocab_size'])}.model")
+def _version_key(version: str) -> tuple:
+  try:
+    return tuple(int(p) for p in version.split("."))
+  except ValueError:
+    return (-1,)
+
+
+def dataset_version_dir(name: str, data_dir: str) -> Optional[str]:
+  """The newest finished version directory of dataset `name` in data_dir (TFDS writes
+  dataset_info.json last), or None."""
+  root = os.path.join(expand_data_dir(data_dir), name)
+  if not tf.io.gfile.isdir(root):
+    return None
+  versions = [v.rstrip("/") for v in tf.io.gfile.listdir(root)]
+  done = [v for v in versions if tf.io.gfile.exists(os.path.join(root, v, "dataset_info.json"))]
+  return os.path.join(root, max(done, key=_version_key)) if done else None
 
 
 def dataset_exists(name: str, data_dir: str) -> bool:
-  """True when a finished TFDS dataset `name` (any version) is in data_dir."""
-  root = os.path.join(expand_data_dir(data_dir), name)
-  if not tf.io.gfile.isdir(root):
-    return False
-  return any(tf.io.gfile.exists(os.path.join(root, v, "dataset_info.json")) for v in tf.io.gfile.listdir(root))
+  """True when a finished TFDS dataset `name` (any version), or a foreign link, is in data_dir."""
+  return (dataset_version_dir(name, data_dir) is not None
+          or tf.io.gfile.exists(os.path.join(expand_data_dir(data_dir), name, LINK_FILE)))
 
 
 def require_dataset(name: str, data_dir: str, context: str = "") -> None:
@@ -70,6 +81,52 @@ def require_dataset(name: str, data_dir: str, context: str = "") -> None:
     raise FileNotFoundError(
         f"{context}dataset {name!r} is not built in {expand_data_dir(data_dir)}: run `gato-data build "
         f"--dataset={name} --data_dir={data_dir}` (or drop it from the mixture)")
+
+
+def read_metadata(name: str, data_dir: str) -> dict:
+  """The metadata the dataset's builder recorded (metadata.json beside dataset_info.json)."""
+  version_dir = dataset_version_dir(name, data_dir)
+  if version_dir is None:
+    require_dataset(name, data_dir)
+    return {}
+  path = os.path.join(version_dir, "metadata.json")
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def kind_of(name: str, metadata: Mapping[str, Any]) -> Optional[str]:
+  """metadata["kind"]; datasets built before it was recorded are recognised by their contents."""
+  if metadata.get("kind") in KINDS:
+    return metadata["kind"]
+  if "task_spec" in metadata:
+    return "control"
+  return name if name in ("text", "captions") else None
+
+
+def discover_datasets(data_dir: str) -> dict[str, DatasetRef]:
+  """Every dataset of the data_dir by name, with its kind, TaskSpec and domain from its metadata."""
+  root = expand_data_dir(data_dir)
+  if not tf.io.gfile.isdir(root):
+    return {}
+  refs = {}
+  for name in sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)):
+    if tf.io.gfile.exists(os.path.join(root, name, LINK_FILE)):
+      from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
+      refs[name] = foreign.read_ref(root, name)
+      continue
+    if dataset_version_dir(name, root) is None:
+      continue  # not a dataset (the SentencePiece folder), or a build that never finished
+    metadata = read_metadata(name, root)
+    kind = kind_of(name, metadata)
+    if kind is None:
+      logging.warning("data_dir %s: %r is a TFDS dataset without a gato kind in its metadata; skipped",
+                      root, name)
+      continue
+    spec = TaskSpec.from_dict(metadata["task_spec"]) if kind == "control" else None
+    refs[name] = DatasetRef(name, kind, spec, str(metadata.get("domain", "") or kind))
+  return refs
 
 
 def tfds_name(name: str) -> str:
@@ -85,7 +142,7 @@ def read_builder(name: str, data_dir: str):
 
 
 def read_task_spec(name: str, data_dir: str) -> TaskSpec:
-  metadata = read_builder(name, data_dir).info.metadata or {}
+  metadata = read_metadata(name, data_dir)
   if "task_spec" not in metadata:
     raise ValueError(f"dataset {name!r} in {data_dir}: its metadata has no 'task_spec'; a control dataset "
                      "records TaskSpec.to_dict() there")

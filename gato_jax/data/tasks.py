@@ -1,13 +1,13 @@
 """One seqio.Task per dataset, registered lazily and idempotently from the config.
 
     from gato_jax.data import tasks
-    tasks.register_all(config)           # every dataset of data_pipelines.registry + default mixtures
+    tasks.register_all(config)           # every dataset in config.data.data_dir + default mixtures
     seqio.get_mixture_or_task("cartpole").get_dataset(tasks.task_feature_lengths(256), "train")
 
-Task names are the dataset names. Registration reads nothing from disk for the datasets
-data_pipelines lists (their TaskSpecs come from the registry); it re-registers a task only when its
-options (data_dir, vocabulary, prompting, ...) changed, so calling it again is cheap and picks up
-control tasks added since with `data_pipelines.register_control_task`.
+Task names are the dataset names. The datasets and their TaskSpecs are found in the data_dir itself
+(sources.discover_datasets reads each one's metadata); a task is re-registered only when its dataset
+or options (data_dir, vocabulary, prompting, ...) changed, so calling it again is cheap and picks up
+datasets built or imported since.
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ import tensorflow as tf
 from gato_jax.data import preprocessors, sources
 from gato_jax.data.feature_converter import task_feature_lengths
 from gato_jax.data.sources import DatasetRef
-from gato_jax.data.vocabulary import GatoVocabulary
+from gato_jax.data.vocabulary import GatoVocabulary, sentencepiece_model_path
 from gato_jax.tokenizers import VocabLayout
 
 __all__ = ["TaskOptions", "make_task", "output_features", "register_all", "task_feature_lengths"]
@@ -53,7 +53,7 @@ class TaskOptions:
     data_dir = sources.expand_data_dir(data.data_dir)
     options = dict(
         data_dir=data_dir, layout=VocabLayout.from_config(config.vocab),
-        sentencepiece_model=sources.sentencepiece_path(config.vocab, data_dir),
+        sentencepiece_model=sentencepiece_model_path(config.vocab, data_dir),
         prompt_probability=float(data.prompt_probability),
         prompt_end_fraction=float(data.prompt_end_fraction),
         max_prompt_fraction=float(data.get("max_prompt_fraction", 0.5)),
@@ -93,7 +93,11 @@ def make_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
   data_dir = options.data_dir
   if ref.kind == "control":
     spec = ref.spec if ref.spec is not None else sources.read_task_spec(ref.name, data_dir)
-    source = sources.EpisodeSource(ref.name, data_dir, spec)
+    if ref.link is not None:  # a foreign dataset read in place
+      from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
+      source = foreign.make_source(ref, data_dir)
+    else:
+      source = sources.EpisodeSource(ref.name, data_dir, spec)
     steps = [
         functools.partial(preprocessors.tokenize_episodes, spec=spec, layout=options.layout,
                           vocabulary=vocabulary, max_obs_positions=options.max_obs_positions,
@@ -138,13 +142,14 @@ def register_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
 
 def register_all(config, datasets: Optional[Iterable[DatasetRef] | Mapping[str, DatasetRef]] = None,
                  **option_overrides) -> list[str]:
-  """Registers a task per dataset (default: data_pipelines.registry) and the default mixtures.
+  """Registers a task per dataset (default: every dataset in config.data.data_dir) and the default
+  mixtures.
 
   Returns the registered task names. `option_overrides` replace TaskOptions fields (tests, evaluation).
   """
   from gato_jax.data import mixtures  # mixtures name tasks: registered after them
   if datasets is None:
-    datasets = sources.registered_datasets()
+    datasets = sources.discover_datasets(config.data.data_dir)
   refs = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
   options = TaskOptions.from_config(config, **option_overrides)
   for ref in refs:

@@ -1,4 +1,4 @@
-"""Tiny TFDS datasets that follow the on-disk contract of data_pipelines/, for tests and benchmarks.
+"""Tiny TFDS datasets written with the production schema (gato_jax/data/schema.py), for tests and benchmarks.
 
 They are written by real `tfds.core.GeneratorBasedBuilder`s (control episodes with an RLDS `steps`
 Dataset, text documents, captioned images) so the SeqIO side reads exactly what `gato-data build`
@@ -11,37 +11,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gato_jax.data.schema import episode_features
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec, flatten_spec
-
-CONTROL_STEP_KEYS = ("reward", "is_first", "is_last", "is_terminal")
-
-
-def observation_features(tree: Mapping) -> dict:
-  """TFDS features for a (nested) observation spec, one per FieldSpec."""
-  out = {}
-  for key, field in tree.items():
-    if isinstance(field, Mapping):
-      out[key] = observation_features(field)
-    elif field.modality == "text":
-      out[key] = tfds.features.Text()
-    elif field.modality == "image":
-      out[key] = tfds.features.Tensor(shape=field.shape, dtype=np.uint8)
-    elif field.modality == "discrete":
-      out[key] = tfds.features.Tensor(shape=field.shape, dtype=np.int32)
-    else:
-      out[key] = tfds.features.Tensor(shape=field.shape, dtype=np.float32)
-  return out
-
-
-def control_features(spec: TaskSpec) -> tfds.features.FeaturesDict:
-  a = spec.action
-  action_dtype = np.float32 if a.kind == "continuous" else np.int64
-  step = {"observation": observation_features(spec.observation),
-          "action": tfds.features.Tensor(shape=a.shape, dtype=action_dtype),
-          "reward": np.float32, "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_}
-  return tfds.features.FeaturesDict({"steps": tfds.features.Dataset(step), "episode_return": np.float32,
-                                     "episode_id": np.int64})
-
 
 def random_observation(spec: TaskSpec, rng: np.random.Generator, words=("go", "to", "the", "red", "ball")):
   def draw(tree):
@@ -65,8 +36,8 @@ def random_action(spec: ActionSpec, rng: np.random.Generator):
   if spec.kind == "continuous":
     return rng.uniform(spec.low, spec.high).reshape(spec.shape).astype(np.float32)
   if spec.kind == "discrete":
-    return np.int64(rng.integers(0, spec.num_values[0]))
-  return rng.integers(0, spec.num_values).reshape(spec.shape).astype(np.int64)
+    return np.int32(rng.integers(0, spec.num_values[0]))
+  return rng.integers(0, spec.num_values).reshape(spec.shape).astype(np.int32)
 
 
 def random_episode(spec: TaskSpec, rng: np.random.Generator, num_steps: int, episode_id: int) -> dict:
@@ -136,15 +107,16 @@ def build_control_dataset(data_dir, spec: TaskSpec, num_episodes: Mapping[str, i
             for i in range(num_episodes[split])]
 
   counts = {k: len(v) for k, v in episodes.items()} if episodes is not None else num_episodes
-  metadata = {"task_spec": spec.to_dict(), "expert_return": 1.0, "random_return": 0.0,
+  metadata = {"kind": "control", "domain": "test", "task_spec": spec.to_dict(), "expert_return": 1.0,
+              "random_return": 0.0,
               "episodes_kept": sum(counts.values()), "episodes_rejected": 0}
-  return _write(make_builder(spec.name, control_features(spec), generate, metadata), data_dir, num_shards)
+  return _write(make_builder(spec.name, episode_features(spec), generate, metadata), data_dir, num_shards)
 
 
 def build_text_dataset(data_dir, documents: Mapping[str, Sequence[str]], name: str = "text"):
   features = tfds.features.FeaturesDict({"text": tfds.features.Text()})
   generate = lambda split: [{"text": d} for d in documents[split]]
-  return _write(make_builder(name, features, generate, {}), data_dir, None)
+  return _write(make_builder(name, features, generate, {"kind": "text", "domain": "text"}), data_dir, None)
 
 
 CAPTION_COLORS = ("red", "green", "blue", "yellow")
@@ -173,10 +145,11 @@ def build_captions_dataset(data_dir, num_examples: Mapping[str, int], image_size
                   "shape": shape, "color": color, "count": count})
     return out
 
-  return _write(make_builder(name, features, generate, {}), data_dir, None)
+  return _write(make_builder(name, features, generate, {"kind": "captions", "domain": "captions"}), data_dir,
+                None)
 
 
-def train_sentencepiece(model_path, corpus: Sequence[str], vocab_size: int = 64) -> str:
+def train_tiny_sentencepiece(model_path, corpus: Sequence[str], vocab_size: int = 64) -> str:
   """Trains a small unigram model (pad 0, eos 1, unk 2, no bos: seqio's conventions) on `corpus`."""
   import sentencepiece as spm
   model_path = os.fspath(model_path)
@@ -227,8 +200,8 @@ def build_tiny_data_dir(data_dir, num_episodes=(20, 4), text_vocab_size: int = 5
   docs = [" ".join(rng.choice(WORDS, int(rng.integers(5, 120)))) for _ in range(train + validation)]
   build_text_dataset(data_dir, {"train": docs[:train], "validation": docs[train:]})
   build_captions_dataset(data_dir, {"train": 6 * train, "validation": 6 * validation}, seed=seed)
-  train_sentencepiece(os.path.join(os.fspath(data_dir), "sentencepiece", f"text_{text_vocab_size}.model"),
-                      docs + ["2 red squares", "1 blue bar", "3 yellow bars"], vocab_size=64)
+  train_tiny_sentencepiece(os.path.join(os.fspath(data_dir), "sentencepiece", f"text_{text_vocab_size}.model"),
+                           docs + ["2 red squares", "1 blue bar", "3 yellow bars"], vocab_size=64)
   return ([DatasetRef(s.name, "control") for s in specs]
           + [DatasetRef("text", "text"), DatasetRef("captions", "captions")])
 

@@ -16,6 +16,20 @@ import tensorflow as tf
 from gato_jax.tokenizers import TextTokenizer, VocabLayout
 
 
+def sentencepiece_file(data_dir: str, vocab_size: int) -> str:
+  """Where a data_dir's locally trained SentencePiece model of `vocab_size` pieces lives."""
+  return os.path.join(os.path.abspath(os.path.expanduser(os.fspath(data_dir))), "sentencepiece",
+                      f"text_{int(vocab_size)}.model")
+
+
+def sentencepiece_model_path(vocab_config, data_dir: str) -> str:
+  """The model a config uses: `vocab.sentencepiece_model`, else the data_dir's trained one."""
+  override = vocab_config.get("sentencepiece_model", "") if hasattr(vocab_config, "get") else ""
+  if override:
+    return os.path.expanduser(override)
+  return sentencepiece_file(data_dir, vocab_config["text_vocab_size"])
+
+
 class GatoVocabulary(seqio.Vocabulary):
 
   def __init__(self, layout: VocabLayout, sentencepiece_model: str | None):

@@ -109,9 +109,9 @@ class Evaluator:
   @property
   def text_tokenizer(self):
     if self._text_tokenizer is None:
-      from gato_jax.data.sources import sentencepiece_path  # pylint: disable=g-import-not-at-top
+      from gato_jax.data.vocabulary import sentencepiece_model_path  # pylint: disable=g-import-not-at-top
       from gato_jax.tokenizers import TextTokenizer  # pylint: disable=g-import-not-at-top
-      path = sentencepiece_path(self.config.vocab, self.data_dir)
+      path = sentencepiece_model_path(self.config.vocab, self.data_dir)
       if not os.path.exists(path):
         raise EvaluationError(f"no SentencePiece model at {path} (text observations and captions need it); "
                               f"build it with `gato-data build --dataset=sentencepiece --data_dir={self.data_dir}` "
@@ -295,14 +295,15 @@ class Evaluator:
 
 def resolve_tasks(config) -> list[str]:
   """config.eval.tasks (comma-separated), else the control tasks of config.data.mixture; refuses
-  names that are not registered control datasets."""
+  names that are not control datasets of config.data.data_dir."""
   names = [t.strip() for t in str(_eval_value(config, "tasks", "")).split(",") if t.strip()]
   if not names:
     names = mixture_control_tasks(config)
-  known = datasets.control_task_names()
+  known = datasets.control_task_names(config.data.data_dir)
   unknown = [n for n in names if n not in known]
   if unknown:
-    raise EvaluationError(f"unknown task(s) {unknown}: the registered control tasks are {', '.join(known)}")
+    raise EvaluationError(f"unknown task(s) {unknown}: the control datasets in {config.data.data_dir} are "
+                          f"{', '.join(known) or 'none'} (build or import them with gato-data)")
   if not names:
     raise EvaluationError(f"config.data.mixture={config.data.mixture!r} has no control task to roll out; "
                           "set --config.eval.tasks=<task>[,<task>...]")
@@ -311,7 +312,7 @@ def resolve_tasks(config) -> list[str]:
 
 def mixture_control_tasks(config) -> list[str]:
   from gato_jax.data import mixtures, sources, tasks  # pylint: disable=g-import-not-at-top
-  refs = sources.registered_datasets()
+  refs = sources.discover_datasets(config.data.data_dir)
   tasks.register_all(config, refs)
   try:
     names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))

@@ -161,20 +161,23 @@ def score_caption(generated: Sequence[tuple[int, str, str]], truth: Sequence[tup
 def caption_evaluation(model, config, layout: VocabLayout, text_tokenizer, *, num_examples: int,
                        temperature: float, max_tokens: int, seed: int = 0) -> dict:
   """Greedy and sampled captions of validation images of the `captions` dataset, scored."""
-  from data_pipelines.captions import scenes  # pylint: disable=g-import-not-at-top
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
   from gato_jax.evaluation import datasets  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  entry = datasets.registry_entry("captions", "captions")
-  builder = entry.builder(data_dir=os.path.expanduser(config.data.data_dir))
-  if not builder.is_prepared():
-    raise datasets.EvaluationError(f"captions: no dataset under {builder.data_dir}; build it with "
+  version_dir = sources.dataset_version_dir("captions", config.data.data_dir)
+  if version_dir is None:
+    raise datasets.EvaluationError(f"captions: no dataset under {config.data.data_dir}; build it with "
                                    f"`gato-data build --dataset=captions --data_dir={config.data.data_dir}`")
+  # The builder recorded its vocabulary of colours, shapes and count words: parse with exactly those.
+  vocabulary = sources.read_metadata("captions", config.data.data_dir)
+  builder = tfds.builder_from_directory(version_dir)
   examples = list(tfds.as_numpy(builder.as_dataset(split="validation", shuffle_files=False).take(num_examples)))
   images = [e["image"] for e in examples]
   truths = [[(int(n), c.decode(), s.decode()) for c, s, n in
              zip(e["groups"]["color"], e["groups"]["shape"], e["groups"]["count"])] for e in examples]
-  parse = functools.partial(parse_caption, colors=list(scenes.COLORS), shapes=list(scenes.SHAPES),
-                            count_words=scenes.COUNT_WORDS)
+  count_words = {int(k): v for k, v in vocabulary["count_words"].items()}
+  parse = functools.partial(parse_caption, colors=list(vocabulary["colors"]), shapes=list(vocabulary["shapes"]),
+                            count_words=count_words)
   modes = {"greedy": dict(greedy=True), f"temperature_{temperature:g}": dict(greedy=False,
                                                                             temperature=temperature)}
   report: dict[str, Any] = {"modes": {}, "examples": []}

@@ -3,20 +3,18 @@
 Why a separate process: MuJoCo's headless (EGL) rendering crashes the process (SIGSEGV, nothing to
 catch) when TensorFlow and JAX are loaded in it, and gato-eval needs both. The simulators are
 deterministic given (env seed, actions), so a child process that imports only the task's own modules
-re-runs the episode (make_env, reset(seed), step(actions)) and renders it. It imports them under a
-bare `data_pipelines` package (its `__init__` would import TensorFlow), and a rendering failure only
-costs that GIF, never the evaluation.
+re-runs the episode (make_env, reset(seed), step(actions)) and renders it. The simulators live in
+gato_jax.envs, which imports neither TensorFlow nor JAX, and a rendering failure only costs that GIF,
+never the evaluation.
 
 Child usage (what `render_gifs` runs): python -m gato_jax.evaluation.replay REQUEST.pkl
 """
 
-import importlib.util
 import os
 import pickle
 import subprocess
 import sys
 import tempfile
-import types
 from typing import Optional, Sequence
 
 from absl import logging
@@ -112,20 +110,7 @@ def write_gif(frames, path: str, fps: int = 10, max_side: int = 256) -> str:
   return path
 
 
-def _bare_package(name: str) -> None:
-  """Makes `name`'s submodules importable without running its __init__ (which imports TensorFlow)."""
-  if name in sys.modules:
-    return
-  spec = importlib.util.find_spec(name)
-  if spec is None or not spec.submodule_search_locations:
-    return
-  module = types.ModuleType(name)
-  module.__path__ = list(spec.submodule_search_locations)
-  sys.modules[name] = module
-
-
 def main(path: str) -> int:
-  _bare_package("data_pipelines")
   with open(path, "rb") as f:
     requests = pickle.load(f)
   failures = 0

@@ -2,7 +2,7 @@
 
 The simulator, its observation format and the episode seeds are those of data_pipelines: `task.make_env`,
 `task.reset(env, seed)`, `task.observation_fn`, `task.env_action`, `task.max_steps`. Evaluation seeds
-come from the range `data_pipelines.control` reserves for gato-eval (`episode_seed(build_seed,
+come from the range `gato_jax.envs.control` reserves for gato-eval (`episode_seed(build_seed,
 "evaluation", i)`), disjoint from every train, validation and return-measuring episode.
 
 `num_envs` simulators run side by side so the agent decodes their actions as one batch; an episode
@@ -51,7 +51,7 @@ class RandomActor:
   """The data's random policy (uniform over the action space): the 0 of normalised scores."""
 
   def __init__(self, spec, seed: int = 0):
-    from data_pipelines import control  # pylint: disable=g-import-not-at-top
+    from gato_jax.envs import control  # pylint: disable=g-import-not-at-top
     self._spec, self._seed, self._control = spec, seed, control
     self._policies = []
 
@@ -182,7 +182,7 @@ def run_episodes(task, actor: Actor, seeds: Sequence[int], *, num_envs: int = 1,
 
 def evaluation_seeds(build_seed: int, num_episodes: int, first: int = 0) -> list[int]:
   """Env seeds of evaluation episodes first .. first + num_episodes - 1 (the range gato-eval owns)."""
-  from data_pipelines import control  # pylint: disable=g-import-not-at-top
+  from gato_jax.envs import control  # pylint: disable=g-import-not-at-top
   return [control.episode_seed(build_seed, "evaluation", first + i) for i in range(num_episodes)]
 
 

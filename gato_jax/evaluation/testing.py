@@ -100,7 +100,7 @@ def _parity_expert(env):
 def counting_task(name: str = "counting", length: int = 6, crash_at: Optional[int] = None,
                   continuous: bool = False, crash_seeds: tuple = ()):
   """A data_pipelines ControlTask over CountingEnv (module-level functions, so replay.py can pickle it)."""
-  from data_pipelines.control import ControlTask  # pylint: disable=g-import-not-at-top
+  from gato_jax.envs.control import ControlTask  # pylint: disable=g-import-not-at-top
   action = (ActionSpec("continuous", (2,), (), (-1.0, -1.0), (1.0, 1.0)) if continuous
             else ActionSpec("discrete", (), (2,)))
   spec = TaskSpec(name, {"state": FieldSpec("continuous", (3,))}, action)

@@ -16,7 +16,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
-from data_pipelines.control import ControlTask
+from gato_jax.envs.control import ControlTask
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 
 EPISODE_STEPS = 150

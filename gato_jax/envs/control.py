@@ -60,6 +60,8 @@ class ControlTask:
   reset_fn:        (env, seed) -> (raw_obs, info); default `env.reset(seed=seed)`. Every episode
                    must be a function of its seed alone (the builds are checked to be deterministic).
   description:     one line for `gato-data list` and the dataset's TFDS description.
+  domain:          the family it reports under (babyai, metaworld, ...); empty: the gato_jax.envs
+                   folder of `make_env`, else 'custom' (registry.domain_of).
   """
   name: str
   spec: TaskSpec
@@ -71,6 +73,7 @@ class ControlTask:
   max_steps: int = 1000
   reset_fn: Callable[[Any, int], tuple] = _default_reset
   description: str = ""
+  domain: str = ""
 
   def __post_init__(self):
     if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
@@ -203,6 +206,9 @@ def generate_episodes(task: ControlTask, num_episodes: int, seed: int, split: st
       factory = lambda env, s=s: random_policy(task.spec, s)
     try:
       episode = run_episode(task, env, factory, s)
+    except EpisodeError as e:  # steps that disagree with each other: already names step and field
+      raise EpisodeError(f"dataset {task.name!r}, split {split!r}, episode {attempt - 1} (env seed {s}), "
+                         f"{e}") from None
     except Exception as e:  # the simulator, the expert or observation_fn: say which episode
       raise RuntimeError(f"dataset {task.name!r}, split {split!r}, episode {attempt - 1} (env seed {s}): "
                          f"the rollout failed: {type(e).__name__}: {e}") from e

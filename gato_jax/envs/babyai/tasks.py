@@ -18,7 +18,7 @@ import io
 import gymnasium as gym
 import numpy as np
 
-from data_pipelines.control import ControlTask
+from gato_jax.envs.control import ControlTask
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 
 NUM_ACTIONS = 7

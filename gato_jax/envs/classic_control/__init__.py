@@ -1,3 +1,3 @@
 """Classic control datasets (gymnasium): CartPole, Pendulum, MountainCar, LunarLander with hand experts."""
 
-from data_pipelines.classic_control.tasks import CARTPOLE, LUNARLANDER, MOUNTAINCAR, PENDULUM, TASKS
+from gato_jax.envs.classic_control.tasks import CARTPOLE, LUNARLANDER, MOUNTAINCAR, PENDULUM, TASKS

@@ -11,8 +11,8 @@ import functools
 import gymnasium as gym
 import numpy as np
 
-from data_pipelines.classic_control import controllers
-from data_pipelines.control import ControlTask
+from gato_jax.envs.classic_control import controllers
+from gato_jax.envs.control import ControlTask
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 
 

@@ -64,9 +64,11 @@ def _vocab_size() -> int:
 
 
 def list_datasets(data_dir: str) -> str:
-  """A table of every dataset: name, kind, default size, built or not in data_dir, description."""
+  """A table of every dataset: name, kind, default size, built or not in data_dir, description; then
+  the data_dir's datasets no builder here makes (imported ones, or built by another installation)."""
   import data_pipelines
-  from data_pipelines.text import sentencepiece_path
+  from gato_jax.data import sources
+  from gato_jax.data.vocabulary import sentencepiece_file
   import tensorflow as tf
   rows = [("name", "kind", "default", "in " + data_dir, "description")]
   for name, entry in sorted(data_pipelines.DATASETS.items()):
@@ -77,7 +79,11 @@ def list_datasets(data_dir: str) -> str:
     else:
       status = "-"
     rows.append((name, entry.kind, str(entry.default_episodes or "all"), status, entry.description))
-  sp = sentencepiece_path(data_dir, _vocab_size())
+  for name, ref in sorted(sources.discover_datasets(data_dir).items()):
+    if name not in data_pipelines.DATASETS:
+      origin = "linked in place" if ref.link is not None else "found"
+      rows.append((name, ref.kind, "-", origin, f"{ref.domain or ref.kind} dataset in the data_dir"))
+  sp = sentencepiece_file(data_dir, _vocab_size())
   rows.append((SENTENCEPIECE, "vocab", str(_vocab_size()), "built" if tf.io.gfile.exists(sp) else "-",
                f"SentencePiece model trained on the text corpus -> {sp}"))
   widths = [max(len(r[i]) for r in rows) for i in range(4)]
