@@ -39,6 +39,8 @@ EXTRAS = {
         "box2d==2.3.10",
         "pygame-ce==2.5.8",
     ],
+    # Importers of datasets people already have (gato-data import): JAT layout, Minari.
+    "import": ["datasets==5.2.0", "minari==0.5.4"],
     "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
     # bench/peer_torch.py's PyTorch peer only (never the core install or CI). Install the CPU build
     # (2.13.0+cpu, which satisfies this pin): the default Linux wheel also pulls the CUDA libraries.

@@ -1,0 +1,187 @@
+"""Small datasets written by each foreign format's own library, for tests and benchmarks.
+
+  write_rlds_fixture     an Open X-Embodiment-shaped RLDS dataset, written by a TFDS builder whose
+                         DatasetInfo comes from TFDS's RLDS helpers (tfds.rlds.rlds_base)
+  write_jat_fixture      JAT-layout configs (Atari-like, MuJoCo-like, text, captions) written with
+                         Hugging Face `datasets` as parquet files, one folder per config like the Hub's
+  record_minari_fixture  a Minari dataset recorded with minari.DataCollector from the project's CartPole
+                         simulator and expert, with reference min / max scores
+
+Every writer takes `corrupt`: an (episode, step) whose values are made invalid (NaN / out of range),
+so tests can check that importers name the bad row.
+"""
+
+import os
+from typing import Optional
+
+import numpy as np
+
+OXE_IMAGE = (256, 256, 3)
+OXE_WRIST = (128, 128, 3)
+
+
+def write_rlds_fixture(root: str, name: str = "oxe_fixture", num_episodes: int = 4,
+                       corrupt: Optional[tuple[int, int]] = None, seed: int = 0, num_shards: int = 1) -> str:
+  """An RLDS dataset like an OXE robot dataset (two cameras, 8-D state, 7-D action, instruction) under
+  root/name/1.0.0; returns that version directory (what `tfds.builder_from_directory` reads)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.rlds import rlds_base  # pylint: disable=g-import-not-at-top
+
+  config = rlds_base.DatasetConfig(
+      name="oxe_like",
+      observation_info=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=OXE_IMAGE, dtype=np.uint8, encoding_format="jpeg"),
+          "wrist_image": tfds.features.Image(shape=OXE_WRIST, dtype=np.uint8, encoding_format="jpeg"),
+          "state": tfds.features.Tensor(shape=(8,), dtype=np.float32)}),
+      action_info=tfds.features.Tensor(shape=(7,), dtype=np.float32),
+      reward_info=tfds.features.Scalar(dtype=np.float32),
+      discount_info=tfds.features.Scalar(dtype=np.float32),
+      step_metadata_info={"language_instruction": tfds.features.Text(),
+                          "language_embedding": tfds.features.Tensor(shape=(512,), dtype=np.float32)},
+      episode_metadata_info={"episode_metadata": tfds.features.FeaturesDict(
+          {"file_path": tfds.features.Text()})})
+  instructions = ["pick up the red block", "open the drawer", "push the cup left"]
+
+  def episode(i):
+    rng = np.random.default_rng(seed * 1000 + i)
+    num_steps = 4 + i % 3  # RLDS: the last step holds the final observation; its action is a filler
+    steps = []
+    for t in range(num_steps):
+      last = t == num_steps - 1
+      action = np.concatenate([rng.uniform(-0.05, 0.05, 6), [float(t % 2)]]).astype(np.float32)
+      steps.append({
+          "observation": {"image": rng.integers(0, 256, OXE_IMAGE, dtype=np.uint8),
+                          "wrist_image": rng.integers(0, 256, OXE_WRIST, dtype=np.uint8),
+                          "state": rng.normal(size=8).astype(np.float32)},
+          "action": np.zeros(7, np.float32) if last else action,
+          "reward": np.float32(last), "discount": np.float32(1.0), "is_first": t == 0, "is_last": last,
+          "is_terminal": last, "language_instruction": instructions[i % len(instructions)],
+          "language_embedding": rng.normal(size=512).astype(np.float32)})
+    if corrupt is not None and corrupt[0] == i:
+      steps[corrupt[1]]["observation"]["state"][3] = np.nan
+    return {"steps": steps, "episode_metadata": {"file_path": f"/robot/episode_{i}.npy"}}
+
+  class OxeLike(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [config]
+    code_path = None  # TFDS would look for checksums next to this module
+
+    def _info(self):
+      return rlds_base.build_info(self.builder_config, self)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples(range(num_episodes))}
+
+    def _generate_examples(self, indices):
+      for i in indices:
+        yield f"episode_{i}", episode(i)
+
+  OxeLike.name = name
+  builder = OxeLike(data_dir=os.fspath(root), config="oxe_like")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=num_shards))
+  return os.fspath(builder.data_dir)
+
+
+JAT_CONFIGS = ("atari-pong", "mujoco-hopper", "oscar", "conceptual-captions")
+
+
+def write_jat_fixture(root: str, episodes: int = 4, corrupt: Optional[tuple[int, int]] = None,
+                      seed: int = 0) -> str:
+  """The JAT layout (jat-project/jat-dataset): one folder per config holding `train-*.parquet` and
+  `test-*.parquet` written by Hugging Face `datasets`, one row per episode (or document / pair):
+    atari-pong           image_observations (84x84x4 uint8 frame stacks), discrete_actions, rewards
+    mujoco-hopper        continuous_observations (11), continuous_actions (3, in [-1, 1]), rewards
+    oscar                text
+    conceptual-captions  images, text
+  `corrupt=(episode, step)` puts NaN into that step of a mujoco-hopper training episode."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  seq = datasets.Sequence
+  value = datasets.Value
+
+  def rows(config, n, split):
+    out = []
+    for i in range(n):
+      steps = int(rng.integers(5, 9))
+      if config == "atari-pong":
+        out.append({"image_observations": list(rng.integers(0, 256, (steps, 84, 84, 4), dtype=np.uint8)),
+                    "discrete_actions": rng.integers(0, 6, steps).tolist(),
+                    "rewards": rng.choice([-1.0, 0.0, 1.0], steps).astype(np.float32).tolist()})
+      elif config == "mujoco-hopper":
+        obs = rng.normal(size=(steps, 11)).astype(np.float32)
+        if corrupt is not None and split == "train" and corrupt[0] == i:
+          obs[corrupt[1], 2] = np.nan
+        out.append({"continuous_observations": obs.tolist(),
+                    "continuous_actions": rng.uniform(-1, 1, (steps, 3)).astype(np.float32).tolist(),
+                    "rewards": rng.uniform(0, 3, steps).astype(np.float32).tolist()})
+      elif config == "oscar":
+        out.append({"text": " ".join(rng.choice(["the", "agent", "reads", "a", "long", "page"], 40))})
+      else:
+        side = int(rng.integers(40, 90))
+        out.append({"images": rng.integers(0, 256, (side, side + 7, 3), dtype=np.uint8),
+                    "text": " ".join(rng.choice(["a", "red", "cat", "on", "the", "mat"], 6))})
+    return out
+
+  features = {
+      "atari-pong": {"image_observations": seq(datasets.Image()), "discrete_actions": seq(value("int64")),
+                     "rewards": seq(value("float32"))},
+      "mujoco-hopper": {"continuous_observations": seq(seq(value("float32"))),
+                        "continuous_actions": seq(seq(value("float32"))), "rewards": seq(value("float32"))},
+      "oscar": {"text": value("string")},
+      "conceptual-captions": {"images": datasets.Image(), "text": value("string")},
+  }
+  for config in JAT_CONFIGS:
+    os.makedirs(os.path.join(root, config), exist_ok=True)
+    for split, n in (("train", episodes), ("test", max(1, episodes // 2))):
+      ds = datasets.Dataset.from_list(rows(config, n, split), features=datasets.Features(features[config]))
+      ds.to_parquet(os.path.join(root, config, f"{split}-00000-of-00001.parquet"))
+  return os.fspath(root)
+
+
+MINARI_ID = "gato/cartpole/expert-v0"
+
+
+def record_minari_fixture(root: str, episodes: int = 6, dataset_id: str = MINARI_ID,
+                          corrupt: Optional[tuple[int, int]] = None) -> str:
+  """Records `episodes` CartPole-v1 episodes (at most 60 steps) of the project's LQR expert with
+  minari.DataCollector into the Minari root `root`, with reference scores 60 (the capped maximum) and
+  22 (CartPole's random policy); returns the dataset id. `corrupt=(episode, step)`: a Minari
+  StepDataCallback records NaN in the observation the agent sees at that step."""
+  import gymnasium as gym  # pylint: disable=g-import-not-at-top
+  import minari  # pylint: disable=g-import-not-at-top
+  from gato_jax.envs.classic_control import controllers  # pylint: disable=g-import-not-at-top
+
+  class Recorder(minari.StepDataCallback):
+    position = [-1, 0]  # episode, step of the observation being recorded
+
+    def __call__(self, env, **kwargs):
+      data = super().__call__(env, **kwargs)
+      first = kwargs.get("action") is None
+      self.position = [self.position[0] + 1, 0] if first else [self.position[0], self.position[1] + 1]
+      if corrupt is not None and tuple(self.position) == tuple(corrupt):
+        data["observation"] = np.full_like(data["observation"], np.nan)
+      return data
+
+  previous = os.environ.get("MINARI_DATASETS_PATH")
+  os.environ["MINARI_DATASETS_PATH"] = os.fspath(root)
+  try:
+    env = minari.DataCollector(gym.make("CartPole-v1", max_episode_steps=60), record_infos=False,
+                               step_data_callback=Recorder)
+    for i in range(episodes):
+      raw, _ = env.reset(seed=i)
+      policy = controllers.cartpole_expert(env.unwrapped)
+      done = False
+      while not done:
+        raw, _, terminated, truncated, _ = env.step(int(policy(None, raw, env.unwrapped)))
+        done = terminated or truncated
+    env.create_dataset(dataset_id=dataset_id, algorithm_name="LQR bang-bang (gato_jax.envs.classic_control)",
+                       ref_min_score=22.0, ref_max_score=60.0,
+                       description="CartPole-v1 episodes of the gato-jax LQR expert (test fixture).")
+    env.close()
+  finally:
+    if previous is None:
+      os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+      os.environ["MINARI_DATASETS_PATH"] = previous
+  return dataset_id

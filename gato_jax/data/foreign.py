@@ -1,0 +1,217 @@
+"""Datasets read in place from a foreign format (RLDS / Open X-Embodiment), found by a link file.
+
+`DATA_DIR/NAME/gato_source.json` (written by `gato-data import --format=rlds`, see `write_link`):
+  {"format": "rlds", "path": local dir or gs:// of the TFDS dataset version (the folder holding
+   dataset_info.json), "kind": "control", "domain", "task_spec": TaskSpec.to_dict(),
+   "mapping": EpisodeMapping.to_dict(), "splits": {"train": TFDS split, "validation": TFDS split},
+   "expert_return" / "random_return" (null when unknown), "description"}
+`read_ref` turns it into a DatasetRef; `make_source` into a seqio.DataSource whose episodes are exactly
+what `sources.EpisodeSource` yields: dense [T, ...] steps in the TaskSpec's layout, checked with
+`sources.check_structure` / `check_episode`, and an int64 `episode_id`. Processes read disjoint TFDS
+files (seqio ShardInfo -> the read config's input context), or every n-th episode when a split has
+fewer files than processes (seqio's fallback).
+"""
+
+import json
+import os
+import posixpath
+import zlib
+from typing import Any, Mapping, Optional, Sequence
+
+import seqio
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from gato_jax.data import sources
+from gato_jax.data.mapping import EpisodeMapping, FieldMap, get_path
+from gato_jax.episodes import TaskSpec
+
+LINK_FILE = "gato_source.json"
+FORMATS = ("rlds",)
+LINK_KEYS = ("format", "path", "kind", "task_spec", "mapping", "splits")
+EPISODE_ID_BUCKETS = (1 << 62) - 1
+
+
+def link_path(data_dir: str, name: str) -> str:
+  return posixpath.join(sources.expand_data_dir(data_dir), name, LINK_FILE)
+
+
+def load_link(data_dir: str, name: str) -> Optional[dict]:
+  """The parsed link file of `name`, or None when `name` is not a linked dataset."""
+  path = link_path(data_dir, name)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      link = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"dataset {name!r}: {path} is not valid JSON ({e}); re-run gato-data import") from None
+  missing = [k for k in LINK_KEYS if k not in link]
+  if missing or link["format"] not in FORMATS:
+    raise ValueError(f"dataset {name!r}: {path} lacks {missing} or has format {link.get('format')!r}; "
+                     f"expected keys {list(LINK_KEYS)} and a format in {FORMATS}")
+  return link
+
+
+def write_link(data_dir: str, name: str, link: Mapping[str, Any]) -> str:
+  """Writes the link file whole or not at all (a temporary file renamed over it)."""
+  missing = [k for k in LINK_KEYS if k not in link]
+  if missing:
+    raise ValueError(f"dataset {name!r}: a link needs {missing}")
+  path = link_path(data_dir, name)
+  tf.io.gfile.makedirs(posixpath.dirname(path))
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(dict(link), f, indent=1, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return path
+
+
+def read_ref(data_dir: str, name: str) -> sources.DatasetRef:
+  """The DatasetRef of a linked dataset (its TaskSpec and link come from the link file)."""
+  link = load_link(data_dir, name)
+  if link is None:
+    raise FileNotFoundError(f"dataset {name!r}: no {LINK_FILE} in {sources.expand_data_dir(data_dir)}/{name}")
+  spec = TaskSpec.from_dict(link["task_spec"]) if link["kind"] == "control" else None
+  return sources.DatasetRef(name, link["kind"], spec, link=link)
+
+
+def make_source(ref: sources.DatasetRef, data_dir: str) -> seqio.DataSource:
+  """The seqio.DataSource of a linked dataset (`ref.link`, else the link file in data_dir)."""
+  link = getattr(ref, "link", None) or load_link(data_dir, ref.name)
+  if link is None:
+    raise FileNotFoundError(f"dataset {ref.name!r}: not a linked dataset (no {link_path(data_dir, ref.name)})")
+  spec = ref.spec if ref.spec is not None else TaskSpec.from_dict(link["task_spec"])
+  return RldsSource(ref.name, link["path"], EpisodeMapping.from_dict(link["mapping"]), spec, link["splits"])
+
+
+class RldsSource(seqio.TfdsDataSource):
+  """An RLDS TFDS dataset read in place (`tfds.builder_from_directory`), mapped to `spec`'s episodes."""
+
+  def __init__(self, name: str, path: str, mapping: EpisodeMapping, spec: TaskSpec,
+               splits: Mapping[str, str]):
+    super().__init__(tfds_name=None, tfds_data_dir=path, splits=dict(splits), read_only=True)
+    self.name, self.path, self.mapping, self.spec = name, path, mapping, spec
+    self._checked = False
+
+  def _check_sources(self) -> None:
+    if self._checked:
+      return
+    step = self.tfds_dataset.builder.info.features["steps"].feature
+    available = sorted(_leaf_paths(step.get_tensor_info()))
+    missing = [p for p in self.mapping.sources() if p not in available]
+    if missing:
+      raise ValueError(f"dataset {self.name!r}: the mapping reads {missing}, which the RLDS dataset at "
+                       f"{self.path} does not have; its step fields: {available}")
+    self._checked = True
+
+  def get_dataset(self, split: Optional[str] = None, shuffle: bool = True, seed: Optional[int] = None,
+                  shard_info: Optional[seqio.ShardInfo] = None, **kwargs) -> tf.data.Dataset:
+    del seed, kwargs  # the file order is seeded by the name (see sources.TfdsSource)
+    split = split or "train"
+    self._check_sources()
+    builder = self.tfds_dataset.builder
+    read_config = tfds.ReadConfig(
+        shuffle_seed=zlib.crc32(self.name.encode()), skip_prefetch=True, add_tfds_id=True,
+        input_context=tf.distribute.InputContext(shard_info.num_shards, shard_info.index)
+        if shard_info else None)
+    ds = builder.as_dataset(split=self.tfds_dataset._map_split(split), shuffle_files=shuffle,  # pylint: disable=protected-access
+                            read_config=read_config, decoders=skip_decoders(builder.info.features,
+                                                                            self.mapping.sources()))
+    return ds.map(lambda ex: foreign_episode(ex, self.mapping, self.spec, self.name, split),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _leaf_paths(tree, prefix: str = "") -> list[str]:
+  if isinstance(tree, Mapping):
+    return [p for k, v in tree.items() for p in _leaf_paths(v, f"{prefix}{k}/")]
+  return [prefix[:-1]]
+
+
+def skip_decoders(features, used: Sequence[str] = ()) -> Optional[dict]:
+  """SkipDecoding for every step image not in `used` (OXE datasets carry several cameras)."""
+  used = set(used)
+
+  def walk(feature, prefix):
+    out = {}
+    for key, sub in feature.items():
+      path = f"{prefix}{key}"
+      if isinstance(sub, tfds.features.FeaturesDict):
+        inner = walk(sub, path + "/")
+        if inner:
+          out[key] = inner
+      elif isinstance(sub, tfds.features.Image) and path not in used:
+        out[key] = tfds.decode.SkipDecoding()
+    return out
+
+  steps = walk(features["steps"].feature, "")
+  return {"steps": steps} if steps else None
+
+
+@tf.autograph.experimental.do_not_convert
+def foreign_episode(example: Mapping[str, Any], mapping: EpisodeMapping, spec: TaskSpec, dataset: str,
+                    split: str) -> dict:
+  """An RLDS episode -> {"steps": dense checked steps in spec's layout, "episode_id": int64}."""
+  steps_ds = example["steps"]
+  empty = tf.nest.map_structure(lambda s: tf.zeros([0] + s.shape.as_list(), s.dtype), steps_ds.element_spec)
+  raw = steps_ds.batch(sources.MAX_EPISODE_STEPS).concatenate(
+      tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
+  steps = map_steps_tf(mapping, raw)
+  sources.check_structure(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), steps),
+                          spec, dataset)
+  # A content-stable id (the example's file and position): distinct episodes, for prompt pairing.
+  episode_id = tf.strings.to_hash_bucket_fast(example["tfds_id"], EPISODE_ID_BUCKETS)
+  return {"steps": sources.check_episode(steps, spec, dataset, split, episode_id), "episode_id": episode_id}
+
+
+def map_image_tf(frames: tf.Tensor, field: FieldMap) -> tf.Tensor:
+  """[T, H, W(, C)] uint8 -> [T, h, w, 3] uint8 (mapping.map_image in TensorFlow)."""
+  if frames.shape.rank == 3:
+    frames = frames[..., None]
+  frames = {"rgb": lambda x: x, "gray": lambda x: tf.repeat(x[..., :1], 3, -1),
+            "last": lambda x: tf.repeat(x[..., -1:], 3, -1), "drop_alpha": lambda x: x[..., :3]}[
+                field.channels](frames)
+  height, width = field.shape[:2]
+  if tuple(frames.shape[1:3]) == (height, width):
+    return tf.cast(frames, tf.uint8)
+  if field.image_policy == "resize":
+    resized = tf.image.resize(tf.cast(frames, tf.float32), (height, width), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+  return tf.image.resize_with_crop_or_pad(tf.cast(frames, tf.uint8), height, width)
+
+
+def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
+  """Dense source steps -> the episode format (mapping.map_steps in TensorFlow), last step dropped
+  when the mapping says the final RLDS step holds only the last observation."""
+  length = tf.shape(raw["is_first"])[0]
+  observation: dict = {}
+  for target, field in mapping.observation.items():
+    *parents, leaf = target.split("/")
+    node = observation
+    for p in parents:
+      node = node.setdefault(p, {})
+    value = get_path(raw, field.source)
+    if field.modality == "image":
+      value = map_image_tf(value, field)
+    elif field.modality != "text":
+      dtype = tf.int32 if field.modality == "discrete" else tf.float32
+      value = tf.reshape(tf.cast(value, dtype), tf.concat([[length], field.shape], 0))
+    node[leaf] = value
+  a = mapping.action
+  dtype = tf.float32 if a.kind == "continuous" else tf.int32
+  flat = tf.concat([tf.reshape(tf.cast(get_path(raw, p), dtype), [length, -1]) for p in a.sources], 1)
+  if a.clip:
+    flat = tf.clip_by_value(flat, tf.constant(a.low, tf.float32), tf.constant(a.high, tf.float32))
+  steps = {"observation": observation, "action": tf.reshape(flat, tf.concat([[length], a.shape], 0)),
+           "reward": (tf.reshape(tf.cast(get_path(raw, mapping.reward), tf.float32), [length])
+                      if mapping.reward else tf.zeros([length], tf.float32))}
+  for key in ("is_first", "is_last", "is_terminal"):
+    steps[key] = tf.cast(raw[key], tf.bool)
+  if mapping.last_step == "drop":
+    terminal = tf.reduce_any(raw["is_terminal"][-1:])
+    steps = tf.nest.map_structure(lambda t: t[:-1], steps)
+    keep = tf.shape(steps["reward"])[0]
+    last = tf.one_hot(keep - 1, keep, on_value=True, off_value=False)
+    steps["is_last"] = steps["is_last"] | last
+    steps["is_terminal"] = steps["is_terminal"] | (last & terminal)
+  return steps

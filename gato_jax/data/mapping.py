@@ -1,0 +1,425 @@
+"""The one declarative mapping from a foreign episode (RLDS, JAT, Minari) to a TaskSpec, and its NumPy applier.
+
+An `EpisodeMapping` says, by '/'-joined path into a foreign step, which field becomes which observation
+field (text, image, discrete, continuous), which fields make the action and its space, where the
+reward is, what is dropped and why, and how images whose sides are not multiples of 16 become HxWx3:
+  resize        rescale to HxW (bilinear)
+  center_crop   keep the centred HxW region (pads where the frame is smaller)
+  pad           zero-pad around the frame to HxW (crops where the frame is larger)
+and how frames without 3 channels become RGB (`channels`): rgb, gray (1 channel, repeated), last (the
+newest frame of a stack of grayscale frames, e.g. JAT's 84x84x4 Atari), drop_alpha (RGBA).
+
+`infer(leaves, ...)` builds a mapping from the source's own description of its fields (a TFDS
+FeaturesDict for RLDS, gymnasium spaces for Minari, `datasets` features for JAT, each turned into
+`Leaf`s by its importer); `with_overrides` lets a user change any of it; `describe` prints it.
+This module is TF-free: evaluation maps simulator observations with `map_observation`.
+"""
+
+import dataclasses
+import json
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from gato_jax.episodes import MAX_DISCRETE, MODALITIES, PATCH_SIZE, ActionSpec, FieldSpec, TaskSpec
+
+IMAGE_POLICIES = ("resize", "center_crop", "pad")
+CHANNELS = ("rgb", "gray", "last", "drop_alpha")
+LAST_STEP = ("keep", "drop")  # drop: the final step only holds the last observation (RLDS convention)
+MAX_TOKENS_KEPT = 256  # a continuous field larger than this that looks precomputed is dropped by default
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+  """One field of a foreign step, as its source describes it (and, for numbers, the range seen)."""
+  path: str
+  dtype: str  # a NumPy dtype name, or "string"
+  shape: tuple[int, ...] = ()
+  num_values: int = 0  # integers with a known space (gymnasium Discrete / MultiDiscrete max)
+  low: Optional[float] = None  # declared (gymnasium Box) or observed minimum
+  high: Optional[float] = None
+  declared: bool = False  # low / high come from a declared space, not from the data
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldMap:
+  source: str
+  modality: str
+  shape: tuple[int, ...] = ()  # after mapping; images (H, W, 3)
+  num_values: int = MAX_DISCRETE
+  mu_law: bool = True
+  image_policy: str = "resize"
+  channels: str = "rgb"
+
+  def __post_init__(self):
+    object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+    if self.modality not in MODALITIES:
+      raise ValueError(f"mapping field {self.source!r}: modality must be one of {MODALITIES}, "
+                       f"got {self.modality!r}")
+    if self.image_policy not in IMAGE_POLICIES:
+      raise ValueError(f"mapping field {self.source!r}: image_policy must be one of {IMAGE_POLICIES}, "
+                       f"got {self.image_policy!r}")
+    if self.channels not in CHANNELS:
+      raise ValueError(f"mapping field {self.source!r}: channels must be one of {CHANNELS}, "
+                       f"got {self.channels!r}")
+
+  def field_spec(self) -> FieldSpec:
+    return FieldSpec(self.modality, self.shape, mu_law=self.mu_law, num_values=self.num_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionMap:
+  sources: tuple[str, ...]  # flattened and concatenated in this order (one source keeps its shape)
+  kind: str
+  shape: tuple[int, ...] = ()
+  num_values: tuple[int, ...] = ()
+  low: tuple[float, ...] = ()
+  high: tuple[float, ...] = ()
+  clip: bool = False  # continuous: clip to [low, high] (bounds measured on a sample, not declared)
+
+  def __post_init__(self):
+    object.__setattr__(self, "sources", tuple(self.sources))
+    if not self.sources:
+      raise ValueError("mapping action: name at least one source field")
+    self.action_spec()  # the space must be valid
+
+  def action_spec(self) -> ActionSpec:
+    return ActionSpec(self.kind, self.shape, self.num_values, self.low, self.high)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeMapping:
+  observation: Mapping[str, FieldMap]  # target path ('/'-joined) -> how it is made
+  action: ActionMap
+  reward: str = "reward"  # source path; "" when the source has no reward (zeros)
+  dropped: Mapping[str, str] = dataclasses.field(default_factory=dict)  # source path -> why
+  last_step: str = "keep"
+
+  def __post_init__(self):
+    if self.last_step not in LAST_STEP:
+      raise ValueError(f"mapping last_step must be one of {LAST_STEP}, got {self.last_step!r}")
+    if not self.observation:
+      raise ValueError("mapping: no observation field is left (all dropped?)")
+
+  def task_spec(self, name: str) -> TaskSpec:
+    tree: dict = {}
+    for target, field in self.observation.items():
+      *parents, leaf = target.split("/")
+      node = tree
+      for p in parents:
+        node = node.setdefault(p, {})
+      node[leaf] = field.field_spec()
+    return TaskSpec(name, tree, self.action.action_spec())
+
+  def sources(self) -> list[str]:
+    """Every source path the mapping reads."""
+    return sorted({f.source for f in self.observation.values()} | set(self.action.sources)
+                  | ({self.reward} if self.reward else set()))
+
+  def to_dict(self) -> dict:
+    return {"observation": {k: dataclasses.asdict(v) for k, v in sorted(self.observation.items())},
+            "action": dataclasses.asdict(self.action), "reward": self.reward,
+            "dropped": dict(self.dropped), "last_step": self.last_step}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "EpisodeMapping":
+    return cls({k: FieldMap(**v) for k, v in d["observation"].items()}, ActionMap(**d["action"]),
+               d.get("reward", "reward"), dict(d.get("dropped", {})), d.get("last_step", "keep"))
+
+  def with_overrides(self, overrides: Optional[Mapping[str, Any] | str]) -> "EpisodeMapping":
+    """A copy with the user's changes: a dict (or JSON text / a path to a JSON file) of
+      observation: {target: {field keys...} to change or add (add needs source + modality), or null
+                    to drop it}
+      action: {ActionMap keys...};  reward: path;  last_step: keep|drop
+      image_size: [H, W] for every image field;  image_policy: one policy for every image field."""
+    overrides = load_overrides(overrides)
+    unknown = set(overrides) - {"observation", "action", "reward", "last_step", "image_size", "image_policy"}
+    if unknown:
+      raise ValueError(f"mapping overrides: unknown keys {sorted(unknown)}; expected observation, action, "
+                       "reward, last_step, image_size, image_policy")
+    observation, dropped = dict(self.observation), dict(self.dropped)
+    for target, change in (overrides.get("observation") or {}).items():
+      if change is None:
+        if target not in observation:
+          raise ValueError(f"mapping overrides: cannot drop {target!r}: not an observation field "
+                           f"({sorted(observation)})")
+        dropped[observation.pop(target).source] = "dropped by the user"
+      elif target in observation:
+        observation[target] = dataclasses.replace(observation[target], **change)
+      else:
+        observation[target] = FieldMap(**change)
+        dropped.pop(observation[target].source, None)
+    for target, field in observation.items():
+      if field.modality == "image" and ("image_size" in overrides or "image_policy" in overrides):
+        height, width = overrides.get("image_size", field.shape[:2])
+        observation[target] = dataclasses.replace(
+            field, shape=(height, width, 3), image_policy=overrides.get("image_policy", field.image_policy))
+    action = dataclasses.replace(self.action, **(overrides.get("action") or {}))
+    for source in action.sources:
+      dropped.pop(source, None)
+    return EpisodeMapping(observation, action, overrides.get("reward", self.reward), dropped,
+                          overrides.get("last_step", self.last_step))
+
+  def describe(self, name: str = "") -> str:
+    """The mapping as a table: what will be tokenized, from where, and what is dropped."""
+    spec = self.task_spec(name or "imported")
+    lines = [f"task {spec.name}: {sum(f.size for _, f in spec.observation_fields())} observation tokens "
+             f"per step (text not counted) + {spec.action.size} action tokens"]
+    for target, field in sorted(self.observation.items()):
+      detail = {"image": f"{field.shape} via {field.image_policy}, channels {field.channels}",
+                "discrete": f"{field.shape} in [0, {field.num_values})",
+                "continuous": f"{field.shape}{' mu-law' if field.mu_law else ''}",
+                "text": "one string per step"}[field.modality]
+      lines.append(f"  observation/{target:<24} <- {field.source:<32} {field.modality:<10} {detail}")
+    a = self.action
+    space = (f"in [0, {list(a.num_values)})" if a.kind != "continuous"
+             else f"in [{_short(a.low)}, {_short(a.high)}]{' (clipped)' if a.clip else ''}")
+    lines.append(f"  action{'':<{25 + 8}}<- {' + '.join(a.sources):<32} {a.kind:<10} {a.shape} {space}")
+    lines.append(f"  reward{'':<{25 + 8}}<- {self.reward or '(none: zeros)'}")
+    lines.append(f"  last step: {self.last_step}")
+    for source, why in sorted(self.dropped.items()):
+      lines.append(f"  dropped  {source:<32} {why}")
+    return "\n".join(lines)
+
+
+def _short(values: Sequence[float]) -> str:
+  values = list(values)
+  if len(set(values)) == 1:
+    return f"{values[0]:g}"
+  return "[" + ", ".join(f"{v:g}" for v in values[:8]) + (", ..." if len(values) > 8 else "") + "]"
+
+
+def load_overrides(overrides) -> dict:
+  """Overrides as a dict from a dict, JSON text or a JSON file path (None: no overrides)."""
+  if overrides is None or overrides == "":
+    return {}
+  if isinstance(overrides, Mapping):
+    return dict(overrides)
+  text = str(overrides)
+  if not text.lstrip().startswith("{"):
+    with open(text) as f:
+      text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"mapping overrides: not valid JSON ({e}): {text[:80]!r}") from None
+
+
+def _round_up(n: int) -> int:
+  return -(-int(n) // PATCH_SIZE) * PATCH_SIZE
+
+
+def field_for(leaf: Leaf, image_size: Optional[Sequence[int]] = None) -> FieldMap | str:
+  """The FieldMap inferred for one leaf, or the reason it is dropped."""
+  shape, dtype = tuple(leaf.shape), leaf.dtype
+  if dtype == "string":
+    return FieldMap(leaf.path, "text") if not shape else f"strings of shape {shape} (one string per step)"
+  is_uint8_frame = dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)))
+  if is_uint8_frame and min(shape[:2]) >= PATCH_SIZE:
+    channels = "rgb" if len(shape) == 3 and shape[2] == 3 else ("last" if len(shape) == 3 and
+                                                                 shape[2] == 4 else "gray")
+    height, width = image_size or (_round_up(shape[0]), _round_up(shape[1]))
+    fits = (height, width) == tuple(shape[:2])
+    policy = "resize" if image_size and not fits else ("center_crop" if height < shape[0] else "pad")
+    return FieldMap(leaf.path, "image", (height, width, 3), image_policy="resize" if fits else policy,
+                    channels=channels)
+  if dtype == "bool":
+    return FieldMap(leaf.path, "discrete", shape, num_values=2)
+  if np.issubdtype(np.dtype(dtype), np.integer):
+    n = leaf.num_values or (int(leaf.high) + 1 if leaf.high is not None else 0)
+    if (leaf.low is not None and leaf.low < 0) or n > MAX_DISCRETE or n == 0:
+      return FieldMap(leaf.path, "continuous", shape)  # a count or id beyond the discrete range
+    return FieldMap(leaf.path, "discrete", shape, num_values=max(n, 2))
+  if np.issubdtype(np.dtype(dtype), np.number):
+    size = int(np.prod(shape, dtype=np.int64))
+    if size > MAX_TOKENS_KEPT and "embed" in leaf.path.lower():
+      return f"precomputed embedding of {size} floats (add it back with an override)"
+    return FieldMap(leaf.path, "continuous", shape)
+  return f"unsupported dtype {dtype}"
+
+
+def action_for(leaves: Sequence[Leaf]) -> ActionMap:
+  """The action space of the action leaves: one integer leaf -> discrete / multi_discrete; otherwise
+  continuous (booleans as 0/1), bounds from the declared space or [-1, 1] / the observed range."""
+  paths = tuple(l.path for l in leaves)
+  integer = [np.issubdtype(np.dtype(l.dtype), np.integer) for l in leaves if l.dtype != "string"]
+  if len(leaves) == 1 and integer == [True]:
+    leaf = leaves[0]
+    n = leaf.num_values or (int(leaf.high) + 1 if leaf.high is not None else 0)
+    if n <= 0:
+      raise ValueError(f"action {leaf.path!r}: integer actions need their number of values; "
+                       'override with {"action": {"num_values": [N]}}')
+    if leaf.shape in ((), (1,)):
+      return ActionMap(paths, "discrete", (), (n,))
+    size = int(np.prod(leaf.shape))
+    return ActionMap(paths, "multi_discrete", leaf.shape, (n,) * size)
+  sizes = [int(np.prod(l.shape, dtype=np.int64)) for l in leaves]
+  shape = tuple(leaves[0].shape) if len(leaves) == 1 else (sum(sizes),)
+  low, high, clip = [], [], False
+  for leaf, size in zip(leaves, sizes):
+    if leaf.dtype == "bool":
+      lo, hi = 0.0, 1.0
+    elif leaf.low is None or leaf.high is None:
+      raise ValueError(f"action {leaf.path!r}: no bounds known; override with "
+                       '{"action": {"low": [...], "high": [...]}}')
+    else:
+      lo, hi = float(leaf.low), float(leaf.high)
+      if not leaf.declared and not (lo >= -1.0 and hi <= 1.0):
+        clip = True  # observed, not declared: unseen episodes may go a little beyond
+      elif not leaf.declared:
+        lo, hi = -1.0, 1.0
+    if hi <= lo:
+      hi = lo + 1.0
+    low += [lo] * size
+    high += [hi] * size
+  return ActionMap(paths, "continuous", shape, (), tuple(low), tuple(high), clip)
+
+
+def infer(leaves: Sequence[Leaf], action: Sequence[str], *, reward: str = "reward",
+          ignore: Sequence[str] = (), image_size: Optional[Sequence[int]] = None,
+          last_step: str = "keep", strip_prefix: str = "") -> EpisodeMapping:
+  """A mapping for a step made of `leaves`: the `action` paths make the action, `reward` the reward,
+  `ignore` (episode flags and the like) is skipped silently, every other leaf becomes an observation
+  field named by its path without `strip_prefix`, or is dropped with its reason."""
+  by_path = {l.path: l for l in leaves}
+  missing = [p for p in action if p not in by_path]
+  if missing:
+    raise ValueError(f"action field(s) {missing} not in the source; its fields: {sorted(by_path)}")
+  observation, dropped = {}, {}
+  for leaf in leaves:
+    if leaf.path in action or leaf.path == reward or leaf.path in ignore:
+      continue
+    field = field_for(leaf, image_size)
+    if isinstance(field, str):
+      dropped[leaf.path] = field
+      continue
+    target = leaf.path[len(strip_prefix):] if strip_prefix and leaf.path.startswith(strip_prefix) else leaf.path
+    observation[target.replace("/", "_") if target in observation else target] = field
+  return EpisodeMapping(observation, action_for([by_path[p] for p in action]),
+                        reward if reward in by_path else "", dropped, last_step)
+
+
+def gym_leaves(space, path: str) -> list[Leaf]:
+  """Leaves of a gymnasium space (Box, Discrete, MultiDiscrete, MultiBinary, Text, nested Dict / Tuple)."""
+  kind = type(space).__name__
+  if kind == "Dict":
+    return [l for key, sub in space.spaces.items() for l in gym_leaves(sub, f"{path}/{key}")]
+  if kind == "Tuple":
+    return [l for i, sub in enumerate(space.spaces) for l in gym_leaves(sub, f"{path}/{i}")]
+  if kind == "Discrete":
+    return [Leaf(path, "int64", (), num_values=int(space.start) + int(space.n), low=float(space.start))]
+  if kind == "MultiDiscrete":
+    return [Leaf(path, "int64", tuple(space.shape), num_values=int(np.max(space.nvec)), low=0.0)]
+  if kind == "MultiBinary":
+    return [Leaf(path, "int64", tuple(space.shape), num_values=2, low=0.0)]
+  if kind == "Text":
+    return [Leaf(path, "string")]
+  if kind == "Box":
+    low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    finite = bool(np.isfinite(low).all() and np.isfinite(high).all())
+    return [Leaf(path, np.dtype(space.dtype).name, tuple(space.shape), low=float(low.min()) if finite else None,
+                 high=float(high.max()) if finite else None, declared=finite)]
+  raise ValueError(f"{path}: unsupported gymnasium space {space!r}")
+
+
+# ----------------------------------------------------------------------------- NumPy applier
+
+
+def get_path(tree, path: str):
+  for key in path.split("/"):
+    tree = tree[int(key)] if isinstance(tree, (list, tuple)) else tree[key]
+  return tree
+
+
+def map_image(frames: np.ndarray, field: FieldMap) -> np.ndarray:
+  """[T, H, W(, C)] uint8 -> [T, h, w, 3] uint8 with the field's channel rule and image policy."""
+  frames = np.asarray(frames)
+  if frames.ndim == 3:
+    frames = frames[..., None]
+  frames = {"rgb": lambda x: x, "gray": lambda x: np.repeat(x[..., :1], 3, -1),
+            "last": lambda x: np.repeat(x[..., -1:], 3, -1), "drop_alpha": lambda x: x[..., :3]}[
+                field.channels](frames)
+  height, width = field.shape[:2]
+  if frames.shape[1:3] == (height, width):
+    return np.ascontiguousarray(frames, np.uint8)
+  if field.image_policy == "resize":
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    return np.stack([np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((width, height),
+                                                                                 Image.BILINEAR))
+                     for f in frames]) if len(frames) else np.zeros((0, height, width, 3), np.uint8)
+  return crop_or_pad(frames, height, width)
+
+
+def crop_or_pad(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Centred crop where the frame is larger, centred zero padding where it is smaller (like TF's
+  resize_with_crop_or_pad)."""
+  out = np.zeros(frames.shape[:1] + (height, width) + frames.shape[3:], np.uint8)
+  src, dst = [], []
+  for have, want in zip(frames.shape[1:3], (height, width)):
+    cut, pad = max(0, (have - want) // 2), max(0, (want - have) // 2)
+    n = min(have, want)
+    src.append(slice(cut, cut + n))
+    dst.append(slice(pad, pad + n))
+  out[:, dst[0], dst[1]] = frames[:, src[0], src[1]]
+  return out
+
+
+def map_field(value, field: FieldMap, length: int):
+  """A source field's [T, ...] values as the observation field expects them (text: list of str)."""
+  if field.modality == "text":
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value]
+  if field.modality == "image":
+    return map_image(value, field)
+  value = np.asarray(value)
+  dtype = np.int32 if field.modality == "discrete" else np.float32
+  if value.dtype.kind not in "biuf":
+    return value  # left for the episode validator to name
+  return value.astype(dtype).reshape((length,) + field.shape) if value.size == length * int(
+      np.prod(field.shape, dtype=np.int64)) else value.astype(dtype)
+
+
+def map_action(values: Sequence[np.ndarray], action: ActionMap, length: int) -> np.ndarray:
+  flat = np.concatenate([np.asarray(v).reshape(length, -1) for v in values], axis=1)
+  if action.kind == "continuous":
+    flat = flat.astype(np.float32)
+    if action.clip:
+      flat = np.clip(flat, np.asarray(action.low, np.float32), np.asarray(action.high, np.float32))
+  elif np.issubdtype(flat.dtype, np.integer) or flat.dtype == np.bool_:
+    flat = flat.astype(np.int32)
+  return flat.reshape((length,) + action.shape) if flat.size == length * action.action_spec().size else flat
+
+
+def map_fields(observation_map: Mapping[str, FieldMap], get: Callable[[str], Any], length: int) -> dict:
+  """The nested observation of `length` steps; `get(path)` returns a source field's [T, ...] values."""
+  observation: dict = {}
+  for target, field in observation_map.items():
+    *parents, leaf = target.split("/")
+    node = observation
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = map_field(get(field.source), field, length)
+  return observation
+
+
+def map_steps(mapping: EpisodeMapping, get: Callable[[str], Any], length: int) -> dict:
+  """{"observation": nested fields, "action", "reward"} for `length` steps (see map_fields)."""
+  observation = map_fields(mapping.observation, get, length)
+  action = map_action([get(p) for p in mapping.action.sources], mapping.action, length)
+  reward = (np.asarray(get(mapping.reward), np.float32).reshape(length) if mapping.reward
+            else np.zeros(length, np.float32))
+  return {"observation": observation, "action": action, "reward": reward}
+
+
+def map_observation(mapping: EpisodeMapping, raw_obs, root: str = "observation") -> dict:
+  """One simulator observation (the tree whose paths start at `root`) as the TaskSpec's observation."""
+  def get(path):
+    rel = path[len(root) + 1:] if path.startswith(root + "/") else ("" if path == root else None)
+    if rel is None:
+      raise KeyError(f"observation mapping reads {path!r}, which is not under {root!r}")
+    value = get_path(raw_obs, rel) if rel else raw_obs
+    return [value] if isinstance(value, (str, bytes)) else np.asarray(value)[None]
+  return _unbatch(map_fields(mapping.observation, get, 1))
+
+
+def _unbatch(tree: dict) -> dict:
+  return {key: _unbatch(value) if isinstance(value, dict) else value[0] for key, value in tree.items()}
