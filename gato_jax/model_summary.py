@@ -2,7 +2,7 @@
 
   gato-model-summary --config experiments/gato_79m.py
 
-Prints a table per module, the totals under the conventions papers use (with / without the token
+Prints clu's parameter table, the parameters per module, the totals under the conventions papers use (with / without the token
 table, the patch encoder, the head), the gap to the paper's figure for the paper's three sizes, and
 a last line `total_params=N` (every parameter).
 
@@ -23,9 +23,10 @@ size (above 1.18B), while 79M needs roughly a token table on top of that formula
 import collections
 import math
 
-import jax
 from absl import app
+from clu import parameter_overview
 from flax import nnx
+import jax
 
 from gato_jax import cli_flags
 from gato_jax.model import Gato
@@ -79,11 +80,13 @@ def summarize(config) -> str:
   rows = collections.OrderedDict()
   for path, value in params.items():
     rows.setdefault(module_of(path), []).append((path, value))
-  lines = [f"{'module':<40} {'params':>15}  parameters (shape)", "-" * 100]
+  # clu's table of every parameter (name, shape, dtype, size), then the totals per module.
+  lines = [parameter_overview.get_parameter_overview({"/".join(p): v for p, v in params.items()},
+                                                     include_stats=False), "",
+           f"{'module':<40} {'params':>15}  parameters", "-" * 100]
   for module, entries in rows.items():
     n = sum(math.prod(v.shape) for _, v in entries)
-    detail = ", ".join(f"{'.'.join(p[len(module.split('/')):])} {tuple(v.shape)}" for p, v in entries)
-    lines.append(f"{module:<40} {n:>15,}  {detail}")
+    lines.append(f"{module:<40} {n:>15,}  {len(entries)}")
   lines.append("-" * 100)
   layout = VocabLayout.from_config(config.vocab)
   m = config.model

@@ -273,3 +273,15 @@ def test_synthetic_batches_respect_max_image_tokens():
     np.testing.assert_array_equal(batch["target_kinds"][:, :-1], batch["kinds"][:, 1:])
     np.testing.assert_array_equal(batch["targets"][:, :-1], batch["tokens"][:, 1:])
     assert not batch["patches"][batch["kinds"] != 2].any()
+
+
+def test_one_reducer_sums_counts_and_weights_means():
+  parts = {"loss": np.array([1.0, 3.0]), "action_accuracy": np.array([0.5, 1.0]),
+           "num_targets": np.array([1.0, 3.0]), "num_action_targets": np.array([0.0, 2.0])}
+  weighted = step_lib.reduce_metrics(parts, {"loss": parts["num_targets"],
+                                             "action_accuracy": parts["num_action_targets"]}, xp=np)
+  assert weighted == {"loss": 2.5, "action_accuracy": 1.0, "num_targets": 4.0, "num_action_targets": 2.0}
+  assert step_lib.reduce_metrics(parts, xp=np)["loss"] == 2.0  # equal weights: the steps of an interval
+  assert logger.summarize([{"loss": 1.0, "num_targets": 1.0, "finite": 1.0},
+                           {"loss": 3.0, "num_targets": 3.0, "finite": 0.0}]) == {
+                               "loss": 2.0, "num_targets": 4.0, "skipped_steps": 1.0}

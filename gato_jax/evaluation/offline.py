@@ -46,6 +46,7 @@ _WEIGHTS = {"loss": "num_targets", "text_loss": "num_text_targets", "action_loss
 def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: int, max_batches: int = 0,
                        seed: int = 0) -> dict[str, dict]:
   """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split}."""
+  from gato_jax.training.step import reduce_metrics  # pylint: disable=g-import-not-at-top  # the one reducer
   from gato_jax.data import make_eval_dataset  # pylint: disable=g-import-not-at-top
   from gato_jax.model import MODEL_FEATURES  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
@@ -56,24 +57,22 @@ def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: 
     ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)
     if max_batches:
       ds = ds.take(max_batches)
-    sums: dict[str, float] = {}
-    batches = 0
-    for batch in ds.as_numpy_iterator():
-      m = jax.device_get(step(state, {k: v for k, v in batch.items() if k in needed}))
-      for key, weight in _WEIGHTS.items():
-        sums[key] = sums.get(key, 0.0) + float(m[key]) * float(m[weight])
-      for key in ("num_targets", "num_text_targets", "num_action_targets"):
-        sums[key] = sums.get(key, 0.0) + float(m[key])
-      batches += 1
+    parts = [jax.device_get(step(state, {k: v for k, v in batch.items() if k in needed}))
+             for batch in ds.as_numpy_iterator()]
+    batches = len(parts)
     if not batches:
       logging.warning("offline evaluation of %s: the validation split gave no batch", name)
       continue
-    metrics = {key: sums[key] / max(sums[weight], 1.0) for key, weight in _WEIGHTS.items()}
-    metrics.update({"target_tokens": int(sums["num_targets"]), "action_tokens": int(sums["num_action_targets"]),
-                    "text_tokens": int(sums["num_text_targets"]), "batches": batches})
-    if not sums["num_text_targets"]:
+    keys = set(_WEIGHTS) | set(_WEIGHTS.values())
+    stacked = {key: np.array([float(m[key]) for m in parts]) for key in keys}
+    reduced = reduce_metrics(stacked, {key: stacked[weight] for key, weight in _WEIGHTS.items()}, xp=np)
+    metrics = {key: float(reduced[key]) for key in _WEIGHTS}
+    metrics.update({"target_tokens": int(reduced["num_targets"]),
+                    "action_tokens": int(reduced["num_action_targets"]),
+                    "text_tokens": int(reduced["num_text_targets"]), "batches": batches})
+    if not reduced["num_text_targets"]:
       metrics.pop("text_loss"), metrics.pop("text_accuracy")
-    if not sums["num_action_targets"]:
+    if not reduced["num_action_targets"]:
       metrics.pop("action_loss"), metrics.pop("action_accuracy")
     out[name] = metrics
   return out

@@ -1,18 +1,21 @@
-"""Training metrics: averaged over each logging interval, written to TensorBoard and a progress line.
+"""Training metrics: reduced over each logging interval, written through clu's metric writers
+(TensorBoard under `<workdir>/tensorboard`), with clu's ReportProgress and a progress line.
 
-Only process 0 writes (TensorBoard event files under `<workdir>/tensorboard`, the progress line on
-stdout); every process computes the same numbers. Throughput excludes the first step (compilation).
+Only process 0 writes; every process computes the same numbers. Throughput excludes the first step
+(compilation). The progress line is ours because ReportProgress reports only steps/s and an ETA (to
+the work unit's notes), not tokens/s or MFU, which is what a scaling run is judged by.
 """
 
 import sys
 import time
 from typing import Mapping, Sequence
 
+from clu import metric_writers
+from clu import periodic_actions
 import jax
 import numpy as np
 
-from gato_jax.training.step import is_count_metric
-
+from gato_jax.training.step import reduce_metrics
 
 
 def _duration(seconds: float) -> str:
@@ -30,11 +33,9 @@ def _si(x: float) -> str:
 
 
 def summarize(step_metrics: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
-  """Per-step host metrics of one interval -> one value each (means, sums for token counts)."""
-  out = {}
-  for name in step_metrics[0]:
-    values = np.array([float(m[name]) for m in step_metrics])
-    out[name] = float(values.sum() if is_count_metric(name) else values.mean())
+  """Per-step host metrics of one interval -> one value each (means of the steps, sums of counts)."""
+  stacked = {name: np.array([float(m[name]) for m in step_metrics]) for name in step_metrics[0]}
+  out = {name: float(value) for name, value in reduce_metrics(stacked, xp=np).items()}
   out["skipped_steps"] = float(sum(1 for m in step_metrics if float(m.get("finite", 1.0)) < 1))
   out.pop("finite", None)
   return out
@@ -52,15 +53,16 @@ class MetricsLogger:
     self._is_writer = jax.process_index() == 0
     self._writer = None
     if self._is_writer and workdir:
-      # tensorboardX: event files with a background writer thread, and no TensorBoard install needed.
-      import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._writer = tensorboardX.SummaryWriter(f"{workdir}/tensorboard", flush_secs=30)
+      self._writer = metric_writers.AsyncWriter(metric_writers.SummaryWriter(f"{workdir}/tensorboard"))
+    self._progress = periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=self._writer,
+                                                     every_steps=None, every_secs=0.0)  # each log
     self._timer_step = None
     self._timer_start = None
 
   def start_timer(self, step: int) -> None:
     """Throughput is measured from here (call after the first step has finished compiling)."""
     self._timer_step, self._timer_start = step, time.perf_counter()
+    self._progress(step)  # ReportProgress measures from its first call too
 
   def log(self, step: int, step_metrics: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
     scalars = summarize(step_metrics)
@@ -74,8 +76,8 @@ class MetricsLogger:
       scalars["eta_s"] = (self._num_train_steps - step) / steps_per_s
       self._timer_step, self._timer_start = step, now
     if self._writer is not None:
-      for name, value in scalars.items():
-        self._writer.add_scalar(f"train/{name}", value, step)
+      self._writer.write_scalars(step, {f"train/{name}": value for name, value in scalars.items()})
+    self._progress(step)
     if self._is_writer:
       print(self.progress_line(step, scalars), flush=True, file=sys.stdout)
     return scalars

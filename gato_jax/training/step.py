@@ -56,15 +56,19 @@ def _metric_weight(name: str, counts: Mapping[str, jax.Array]) -> jax.Array | No
   return counts["loss_tokens"]
 
 
-def _combine_micro_metrics(metrics: Mapping[str, jax.Array], counts: Mapping[str, jax.Array]):
-  """Stacked per-micro-batch metrics [k] -> one value each (weighted means or sums)."""
+def reduce_metrics(parts: Mapping[str, Any], weights: Mapping[str, Any] | None = None, *, xp=jnp):
+  """The one reducer of metrics measured on parts (the micro-batches of a step, the steps of a logging
+  interval, validation batches): stacked values [k] -> one value each. Token counts add up; every other
+  metric is averaged, weighted by `weights[name]` (its token count per part) when given, else equally."""
   out = {}
-  for name, values in metrics.items():
-    weight = _metric_weight(name, counts)
-    if weight is None:
+  for name, values in parts.items():
+    weight = None if weights is None else weights.get(name)
+    if is_count_metric(name):
       out[name] = values.sum()
+    elif weight is None:
+      out[name] = values.mean()
     else:
-      out[name] = (values * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+      out[name] = (values * weight).sum() / xp.maximum(weight.sum(), 1.0)
   return out
 
 
@@ -109,7 +113,7 @@ def make_train_step(model_def: ModelDef, optimizer: optax.GradientTransformation
     (grads_sum, model_state), metrics = jax.lax.scan(
         body, (zeros, model_state), (micro, jnp.arange(grad_accum_steps), counts["loss_tokens"]))
     grads = jax.tree.map(lambda g: g / total, grads_sum)
-    metrics = _combine_micro_metrics(metrics, counts)
+    metrics = reduce_metrics(metrics, {name: _metric_weight(name, counts) for name in metrics})
     return metrics["loss"], metrics, model_state, grads
 
   def train_step(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
