@@ -54,6 +54,17 @@ def is_built(builder) -> bool:
   return (builder.data_path / "dataset_info.json").exists()
 
 
+def remove_interrupted_builds(builder) -> list[str]:
+  """Deletes the `incomplete.*` directories a killed build of this dataset left beside its version
+  directory (TFDS renames one into place only when a build finishes; a SIGKILL leaves it forever)."""
+  parent = builder.data_path.parent
+  stale = [p for p in (parent.iterdir() if parent.exists() else []) if p.name.startswith("incomplete.")]
+  for path in stale:
+    logging.warning("removing %s, left by an interrupted build", path)
+    tf.io.gfile.rmtree(str(path))
+  return [str(p) for p in stale]
+
+
 def build(name: str, data_dir: str, episodes: Optional[int] = None,
           validation_episodes: Optional[int] = None, seed: int = 0, overwrite: bool = False,
           return_episodes: int = 20, text_vocab_size: int = 0,
@@ -76,6 +87,7 @@ def build(name: str, data_dir: str, episodes: Optional[int] = None,
     logging.info("overwriting %s", builder.data_dir)
     tf.io.gfile.rmtree(builder.data_dir)
     builder = make_builder(name, data_dir, **kwargs)
+  remove_interrupted_builds(builder)
   logging.info("building %s into %s", name, builder.data_dir)
   start, cpu_start = time.perf_counter(), time.process_time()
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(

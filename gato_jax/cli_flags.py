@@ -48,9 +48,17 @@ def require(*holders) -> None:
     raise app.UsageError(f"missing required flags: {', '.join('--' + m for m in missing)}")
 
 
+def run(main, program: str) -> None:
+  """app.run for an entry point: caches off the home directory, one-line flag errors, `program` as
+  the name its messages start with (also under `python -m`)."""
+  run.program = program
+  isolate_caches()
+  app.run(main, flags_parser=parse_flags)
+
+
 def fail(message: str, status: int = EXIT_USAGE) -> None:
   """One line on stderr, then exit: what every bad input gets instead of a traceback."""
-  print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr, flush=True)
+  print(f"{getattr(run, 'program', os.path.basename(sys.argv[0]))}: {message}", file=sys.stderr, flush=True)
   sys.exit(status)
 
 

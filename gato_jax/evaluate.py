@@ -63,8 +63,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  cli_flags.isolate_caches()
-  app.run(main, flags_parser=cli_flags.parse_flags)
+  cli_flags.run(main, "gato-eval")
 
 
 if __name__ == "__main__":

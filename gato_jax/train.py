@@ -80,8 +80,7 @@ def main(argv) -> None:
 
 def run() -> None:
   """Console-script entry point."""
-  cli_flags.isolate_caches()
-  app.run(main, flags_parser=cli_flags.parse_flags)
+  cli_flags.run(main, "gato-train")
 
 
 if __name__ == "__main__":
