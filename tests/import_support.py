@@ -19,7 +19,7 @@ def base_data_dir(data_dir) -> list:
 
 def train_a_few_steps(data_dir, workdir, refs, mixture: str, *, steps: int = 2, sequence_length: int = 96,
                       image_tokens: int = 0):
-  """`steps` optimizer steps of the tiny config (the real model) on `mixture`; returns the result.
+  """`steps` optimizer steps of the tiny config (the real model) on `mixture`; returns (config, result).
   `image_tokens`: config.model.max_image_tokens (-1 encodes every position: imported frames fill a
   whole window, and unencoded image positions are NaN by design)."""
   config = testing.tiny_config(data_dir, mixture=mixture, sequence_length=sequence_length, batch_size=8)
@@ -31,4 +31,4 @@ def train_a_few_steps(data_dir, workdir, refs, mixture: str, *, steps: int = 2, 
   iterator = pipeline.make_iterator(config, "train", 0, 1, config.seed, datasets=refs)
   result = loop.train(config, os.fspath(workdir), data_iterator=iterator, task_names=[r.name for r in refs])
   assert result.step == steps and np.isfinite(result.last_metrics["loss"]), result.last_metrics
-  return result
+  return config, result

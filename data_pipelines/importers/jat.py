@@ -20,8 +20,8 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_pipelines.control_builder import episode_features
 from data_pipelines.importers import writer
+from gato_jax.data.schema import episode_features
 from gato_jax.data.mapping import EpisodeMapping, FieldMap, Leaf, infer, load_overrides, map_image, map_steps
 
 ACTIONS = ("continuous_actions", "discrete_actions")

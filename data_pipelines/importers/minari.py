@@ -16,8 +16,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from data_pipelines.control_builder import episode_features
 from data_pipelines.importers import writer
+from gato_jax.data.schema import episode_features
 from gato_jax.data.mapping import EpisodeMapping, Leaf, get_path, gym_leaves, infer, map_steps
 
 ROOT = "observation"

@@ -98,10 +98,11 @@ def inspect(path: str, overrides=None, name: str = "", scan_episodes: int = 20) 
 
 
 def import_rlds(path: str, name: str, data_dir: str, mapping: Any = None, splits: Optional[dict] = None,
-                domain: str = "rlds", scan_episodes: int = 20) -> str:
+                domain: str = "rlds", scan_episodes: int = 20, check_episodes: int = 8) -> str:
   """Links the RLDS dataset at `path` as control dataset `name` of `data_dir` (no copy); returns the
   link file. `mapping`: overrides of the inferred mapping (dict, JSON text or a JSON file path).
-  The first training episode is read through the mapping before the link is written."""
+  The first `check_episodes` episodes of each split are read through the mapping and checked before
+  the link is written; the rest are checked as training streams them."""
   if sources.dataset_exists(name, data_dir):
     raise ValueError(f"dataset {name!r} is already built in {data_dir}; choose another name")
   version_dir = resolve_version_dir(path)
@@ -115,7 +116,10 @@ def import_rlds(path: str, name: str, data_dir: str, mapping: Any = None, splits
   source = foreign.RldsSource(name, version_dir, episode_mapping, spec, link["splits"])
   for split in ("train", "validation"):
     try:
-      next(iter(source.get_dataset(split, shuffle=False).take(1)))
+      for _ in source.get_dataset(split, shuffle=False).take(check_episodes):
+        pass
     except tf.errors.OpError as e:
-      raise ValueError(f"dataset {name!r}: {e.message.splitlines()[0]}") from None
+      message = (e.message[e.message.find("malformed episode"):] if "malformed episode" in e.message
+                 else f"dataset {name!r}: {e.message}").splitlines()[0]
+      raise ValueError(message) from None
   return foreign.write_link(data_dir, name, link)

@@ -26,7 +26,7 @@ from gato_jax.data import sources
 from gato_jax.data.mapping import EpisodeMapping, FieldMap, get_path
 from gato_jax.episodes import TaskSpec
 
-LINK_FILE = "gato_source.json"
+LINK_FILE = sources.LINK_FILE
 FORMATS = ("rlds",)
 LINK_KEYS = ("format", "path", "kind", "task_spec", "mapping", "splits")
 EPISODE_ID_BUCKETS = (1 << 62) - 1
@@ -73,7 +73,7 @@ def read_ref(data_dir: str, name: str) -> sources.DatasetRef:
   if link is None:
     raise FileNotFoundError(f"dataset {name!r}: no {LINK_FILE} in {sources.expand_data_dir(data_dir)}/{name}")
   spec = TaskSpec.from_dict(link["task_spec"]) if link["kind"] == "control" else None
-  return sources.DatasetRef(name, link["kind"], spec, link=link)
+  return sources.DatasetRef(name, link["kind"], spec, str(link.get("domain") or link["format"]), link=link)
 
 
 def make_source(ref: sources.DatasetRef, data_dir: str) -> seqio.DataSource:
@@ -159,9 +159,11 @@ def foreign_episode(example: Mapping[str, Any], mapping: EpisodeMapping, spec: T
   steps = map_steps_tf(mapping, raw)
   sources.check_structure(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), steps),
                           spec, dataset)
-  # A content-stable id (the example's file and position): distinct episodes, for prompt pairing.
+  # Errors name the episode by its file and record (tfds_id); the int64 id hashes it: distinct
+  # episodes get distinct ids, which prompt pairing needs.
   episode_id = tf.strings.to_hash_bucket_fast(example["tfds_id"], EPISODE_ID_BUCKETS)
-  return {"steps": sources.check_episode(steps, spec, dataset, split, episode_id), "episode_id": episode_id}
+  return {"steps": sources.check_episode(steps, spec, dataset, split, example["tfds_id"]),
+          "episode_id": episode_id}
 
 
 def map_image_tf(frames: tf.Tensor, field: FieldMap) -> tf.Tensor:

@@ -1,0 +1,90 @@
+"""Minari: a dataset recorded with minari.DataCollector from the project's CartPole simulator and expert
+-> mapping from its gymnasium spaces -> TFDS dataset -> SeqIO task -> a few training steps mixed with a
+built-in task -> gato-eval's rollouts in the recorded environment, normalised by Minari's reference
+scores; a malformed episode is named and leaves nothing behind."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("minari")
+pytest.importorskip("gymnasium")
+
+from data_pipelines.importers import fixtures  # pylint: disable=g-import-not-at-top
+from data_pipelines.importers import minari as minari_import  # pylint: disable=g-import-not-at-top
+from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
+from gato_jax.episodes import EpisodeError  # pylint: disable=g-import-not-at-top
+from gato_jax.evaluation import datasets as eval_datasets  # pylint: disable=g-import-not-at-top
+from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+import import_support  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture(scope="module", name="minari_root")
+def fixture_minari_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("minari"))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Minari asks for an author and a code permalink
+    fixtures.record_minari_fixture(root)
+    fixtures.record_minari_fixture(root, dataset_id="gato/cartpole/bad-v0", corrupt=(2, 5))
+  return root
+
+
+def test_mapping_from_the_recorded_spaces(minari_root):
+  text = minari_import.inspect(fixtures.MINARI_ID, root=minari_root, name="minari_cartpole")
+  print(text)
+  assert "ref scores min 22.0 max 60.0" in text and "env CartPole-v1" in text
+  mapping = minari_import.infer_mapping(minari_import.load(fixtures.MINARI_ID, minari_root))
+  spec = mapping.task_spec("minari_cartpole")
+  assert spec.observation["state"].shape == (4,) and spec.action.kind == "discrete" and spec.action.num_values == (2,)
+  with pytest.raises(ValueError, match="not in the local Minari root"):
+    minari_import.load("gato/cartpole/missing-v0", minari_root)
+
+
+@pytest.mark.slow
+def test_imported_trains_and_evaluates_in_the_recorded_env(minari_root, tmp_path):
+  data_dir = str(tmp_path / "data")
+  refs = import_support.base_data_dir(data_dir)
+  builder = minari_import.import_minari(fixtures.MINARI_ID, "minari_cartpole", data_dir, root=minari_root)
+  metadata = dict(builder.info.metadata)
+  assert metadata["expert_return"] == 60.0 and metadata["random_return"] == 22.0
+  assert metadata["score_reference"] == "minari ref_min_score/ref_max_score"
+  assert builder.info.splits["train"].num_examples == 5 and builder.info.splits["validation"].num_examples == 1
+  ref = sources.discover_datasets(data_dir)["minari_cartpole"]
+  assert ref.kind == "control" and ref.domain == "minari"
+
+  # The recorded env, through the registry hook gato-eval uses.
+  task = registry.task_for_dataset("minari_cartpole", sources.read_metadata("minari_cartpole", data_dir))
+  env = task.make_env(0)
+  raw, _ = task.reset(env, 3)
+  assert env.spec.id == "CartPole-v1" and env.spec.max_episode_steps == 60 and task.max_steps == 60
+  np.testing.assert_array_equal(task.observation_fn(raw, env)["state"], np.asarray(raw, np.float32))
+  env.close()
+
+  config, _ = import_support.train_a_few_steps(data_dir, tmp_path / "work", refs + [ref],
+                                               "minari_cartpole:2,tiny_pole:1", steps=2)
+  config.eval.episodes_per_task = 2
+  config.eval.num_envs = 2
+  config.eval.max_steps = 8
+  config.eval.offline = False
+  config.eval.captions = 0
+  config.eval.gif = False
+  evaluator = Evaluator(config, str(tmp_path / "work"), tasks=["minari_cartpole"])
+  assert isinstance(evaluator.datasets["minari_cartpole"], eval_datasets.ControlDataset)
+  report = evaluator.evaluate_checkpoint()
+  entry = report["tasks"]["minari_cartpole"]
+  assert entry["episodes"] == 2 and entry["crashed_episodes"] == 0, entry["errors"]
+  assert entry["expert_return"] == 60.0 and entry["random_return"] == 22.0
+  assert 1 <= entry["mean_length"] <= 8 and np.isfinite(entry["normalized_score"])
+  assert entry["normalized_score"] == pytest.approx((entry["mean_return"] - 22.0) / (60.0 - 22.0))
+
+
+def test_a_malformed_episode_is_named_and_nothing_is_left(minari_root, tmp_path):
+  data_dir = tmp_path / "data"
+  with pytest.raises(EpisodeError, match=r"dataset 'bad_cartpole': task 'bad_cartpole', episode \d+ \(Minari "
+                     r"episode id 2\), step 5: field 'observation/state': non-finite"):
+    minari_import.import_minari("gato/cartpole/bad-v0", "bad_cartpole", str(data_dir), root=minari_root)
+  assert not sources.dataset_exists("bad_cartpole", str(data_dir))
+  assert not os.path.exists(data_dir / "bad_cartpole")

@@ -1,0 +1,94 @@
+"""RLDS / Open X-Embodiment: an OXE-shaped dataset written with TFDS's RLDS helpers -> inferred mapping
+-> linked in place (no copy) -> discovered -> SeqIO task, sharded by file -> a few training steps in a
+mixture with a built-in task; malformed episodes are named and a failed import links nothing."""
+
+import os
+
+import pytest
+import seqio
+import tensorflow as tf
+
+from data_pipelines.importers import fixtures, rlds
+from gato_jax.data import foreign, sources, tasks, testing
+import import_support
+
+
+@pytest.fixture(scope="module", name="oxe")
+def fixture_oxe(tmp_path_factory):
+  return fixtures.write_rlds_fixture(str(tmp_path_factory.mktemp("oxe")), num_episodes=6, num_shards=2)
+
+
+def test_inferred_mapping_of_an_oxe_dataset(oxe):
+  text = rlds.inspect(os.path.dirname(os.path.dirname(oxe)))  # the dataset folder: its version is found
+  print(text)
+  for line in ("observation/image ", "observation/wrist_image", "observation/state",
+               "observation/language_instruction", "dropped  language_embedding"):
+    assert line in text
+  mapping = rlds.infer_mapping(rlds.tfds.builder_from_directory(oxe))
+  spec = mapping.task_spec("oxe_fixture")
+  assert spec.observation["image"].shape == (256, 256, 3) and spec.observation["wrist_image"].shape == (128, 128, 3)
+  assert spec.observation["language_instruction"].modality == "text"
+  assert spec.action.kind == "continuous" and spec.action.shape == (7,) and spec.action.low == (-1.0,) * 7
+  assert mapping.last_step == "drop"
+  small = mapping.with_overrides({"image_size": [224, 224], "observation": {"wrist_image": None}})
+  assert small.observation["image"].shape == (224, 224, 3) and "wrist_image" not in small.observation
+  assert small.dropped["observation/wrist_image"] == "dropped by the user"
+
+
+@pytest.mark.slow
+def test_linked_in_place_discovered_sharded_and_trained(oxe, tmp_path):
+  data_dir = str(tmp_path / "data")
+  refs = import_support.base_data_dir(data_dir)
+  link = rlds.import_rlds(oxe, "oxe_fixture", data_dir, mapping={"image_size": [32, 32]})
+  assert link == os.path.join(data_dir, "oxe_fixture", "gato_source.json")
+  assert not tf.io.gfile.glob(os.path.join(data_dir, "oxe_fixture", "*.tfrecord*"))  # nothing copied
+  found = sources.discover_datasets(data_dir)
+  ref = found["oxe_fixture"]
+  assert ref.kind == "control" and ref.link["path"] == oxe and ref.spec.observation["image"].shape == (32, 32, 3)
+
+  source = foreign.make_source(ref, data_dir)
+  assert len(source.list_shards("train")) == 2  # train[:5] spans both files; validation is episode 6
+  ids = []
+  for index in range(2):
+    ds = source.get_dataset("train", shuffle=False, shard_info=seqio.ShardInfo(index, 2))
+    ids.append([int(ex["episode_id"]) for ex in ds])
+  assert ids[0] and ids[1] and not set(ids[0]) & set(ids[1]) and len(ids[0]) + len(ids[1]) == 5
+  episode = next(iter(source.get_dataset("train", shuffle=False)))
+  steps = episode["steps"]
+  assert steps["observation"]["image"].dtype == tf.uint8 and steps["observation"]["image"].shape[1:] == (32, 32, 3)
+  assert bool(steps["is_last"][-1]) and not bool(steps["is_last"][0]) and bool(steps["is_first"][0])
+
+  refs.append(ref)
+  config = testing.tiny_config(data_dir, mixture="oxe_fixture:2,tiny_pole:1", sequence_length=96)
+  tasks.register_all(config, refs)
+  example = next(iter(seqio.get_mixture_or_task("oxe_fixture").get_dataset(
+      tasks.task_feature_lengths(96), "train", shuffle=False)))
+  assert example["tokens"].shape == (97,) and int(tf.reduce_sum(tf.cast(example["patches"][..., 0] >= 0, tf.int32))) > 0
+  import_support.train_a_few_steps(data_dir, tmp_path / "work", refs, "oxe_fixture:2,tiny_pole:1", image_tokens=-1)
+
+
+def test_malformed_episodes_are_named(tmp_path):
+  # Among the first episodes: the import reads them through the mapping and refuses to link.
+  bad_first = fixtures.write_rlds_fixture(str(tmp_path / "a"), name="bad_first", corrupt=(0, 2))
+  data_dir = str(tmp_path / "data")
+  with pytest.raises(ValueError, match=r"^malformed episode: dataset oxe_bad, split (train|validation),\] "
+                     r"\[episode\] \[bad_first-train.tfrecord-00000-of-00001__\d\] \[step\] \[2\] "
+                     r"\[field observation/state: non-finite"):
+    rlds.import_rlds(bad_first, "oxe_bad", data_dir, splits={"train": "train[:1]", "validation": "train[1:]"},
+                     mapping={"image_size": [32, 32]})
+  assert not os.path.exists(foreign.link_path(data_dir, "oxe_bad")) and "oxe_bad" not in sources.discover_datasets(data_dir)
+  # Later: reading it stops on that episode, naming dataset, split, step and field.
+  bad_later = fixtures.write_rlds_fixture(str(tmp_path / "b"), name="bad_later", corrupt=(3, 1))
+  rlds.import_rlds(bad_later, "oxe_later", data_dir, mapping={"image_size": [32, 32]}, check_episodes=0)
+  source = foreign.make_source(sources.discover_datasets(data_dir)["oxe_later"], data_dir)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"malformed episode: dataset oxe_later, split train"
+                     r"[\s\S]*step[\s\S]*1[\s\S]*field observation/state"):
+    for _ in source.get_dataset("train", shuffle=False):
+      pass
+
+
+def test_a_mapping_that_reads_a_missing_field_is_refused(oxe, tmp_path):
+  with pytest.raises(ValueError, match=r"dataset 'oxe_wrong': the mapping reads \['observation/missing'\], "
+                     r"which the RLDS dataset at .* does not have; its step fields: \['action', "):
+    rlds.import_rlds(oxe, "oxe_wrong", str(tmp_path), mapping={"action": {"sources": ["observation/missing"]}})
+  assert not os.path.exists(foreign.link_path(str(tmp_path), "oxe_wrong"))
