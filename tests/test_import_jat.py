@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("datasets")
 tfds = pytest.importorskip("tensorflow_datasets")
 
+from data_pipelines import importers  # pylint: disable=g-import-not-at-top
 from data_pipelines.importers import fixtures, jat  # pylint: disable=g-import-not-at-top
 from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
 from gato_jax.episodes import EpisodeError  # pylint: disable=g-import-not-at-top
@@ -37,6 +38,9 @@ def test_inferred_mappings_follow_the_jat_columns(jat_source):
   assert pong.task_spec("p").action.num_values == (18,)
   assert pong.observation["image"].shape == (80, 80, 3) and pong.observation["image"].image_policy == "center_crop"
   assert "text" in jat.inspect(jat_source, "oscar") and "captions" in jat.inspect(jat_source, "conceptual-captions")
+  # What `gato-data inspect SOURCE` prints: every config of the folder.
+  assert importers.detect_format(jat_source) == "jat"
+  assert all(f"config {c}:" in importers.inspect(jat_source) for c in fixtures.JAT_CONFIGS)
 
 
 @pytest.mark.slow

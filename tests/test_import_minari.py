@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("minari")
 pytest.importorskip("gymnasium")
 
+from data_pipelines import importers  # pylint: disable=g-import-not-at-top
 from data_pipelines.importers import fixtures  # pylint: disable=g-import-not-at-top
 from data_pipelines.importers import minari as minari_import  # pylint: disable=g-import-not-at-top
 from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -35,6 +36,7 @@ def fixture_minari_root(tmp_path_factory):
 def test_mapping_from_the_recorded_spaces(minari_root):
   text = minari_import.inspect(fixtures.MINARI_ID, root=minari_root, name="minari_cartpole")
   print(text)
+  assert importers.inspect(fixtures.MINARI_ID, minari_root=minari_root, name="minari_cartpole") == text
   assert "ref scores min 22.0 max 60.0" in text and "env CartPole-v1" in text
   mapping = minari_import.infer_mapping(minari_import.load(fixtures.MINARI_ID, minari_root))
   spec = mapping.task_spec("minari_cartpole")

@@ -8,6 +8,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
+from data_pipelines import importers
 from data_pipelines.importers import fixtures, rlds
 from gato_jax.data import foreign, sources, tasks, testing
 import import_support
@@ -21,6 +22,7 @@ def fixture_oxe(tmp_path_factory):
 def test_inferred_mapping_of_an_oxe_dataset(oxe):
   text = rlds.inspect(os.path.dirname(os.path.dirname(oxe)))  # the dataset folder: its version is found
   print(text)
+  assert importers.detect_format(oxe) == "rlds" and importers.inspect(oxe) == text
   for line in ("observation/image ", "observation/wrist_image", "observation/state",
                "observation/language_instruction", "dropped  language_embedding"):
     assert line in text
