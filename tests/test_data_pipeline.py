@@ -47,7 +47,7 @@ def numpy_stream(steps, spec, config):
   text = tasks.TaskOptions.from_config(config).vocabulary.text_tokenizer
   parts = [tok.tokenize_timestep(s["observation"], s["action"], spec, layout, text) for s in steps]
   starts = np.cumsum([0] + [len(p["tokens"]) for p in parts])
-  return tok.concat_streams(parts), starts
+  return tok.stream.concat(parts), starts
 
 
 def task_sequences(config, name, split="validation", n=None, **overrides):

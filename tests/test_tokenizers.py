@@ -205,7 +205,7 @@ def test_numpy_and_tensorflow_agree_token_for_token(text_tokenizer):
         rng.uniform(spec.action.low, spec.action.high) if action == "continuous" else
         (int(rng.integers(0, 7)) if action == "discrete" else rng.integers(0, [3, 5])),
         spec.action, LAYOUT), spec.action, LAYOUT) for _ in steps]
-    expected = tok.concat_streams(tok.tokenize_timestep(o, a, spec, LAYOUT, text_tokenizer)
+    expected = tok.stream.concat(tok.tokenize_timestep(o, a, spec, LAYOUT, text_tokenizer)
                                   for o, a in zip(steps, acts))
     from gato_jax.episodes import stack_steps
     stacked = stack_steps([{"observation": o, "action": np.asarray(a)} for o, a in zip(steps, acts)])

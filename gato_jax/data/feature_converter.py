@@ -15,11 +15,12 @@ import seqio
 import tensorflow as tf
 
 from gato_jax import features
+from gato_jax.episodes import PATCH_SIZE as P
 from gato_jax.tokenizers.layout import TokenKind
+from gato_jax.tokenizers.stream import STREAM_FIELDS
 
-P = 16  # patch size
 Spec = seqio.FeatureConverter.FeatureSpec
-STREAM_RANKS = {"tokens": 1, "kinds": 1, "obs_positions": 1, "patches": 4, "patch_rows": 2, "patch_cols": 2}
+STREAM_RANKS = {k: rank for k, (_, rank) in STREAM_FIELDS.items()}
 
 
 def task_feature_lengths(length: int) -> dict[str, int]:

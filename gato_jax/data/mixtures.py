@@ -20,6 +20,7 @@ import seqio
 import tensorflow as tf
 
 from gato_jax.data import sources
+from gato_jax.episodes import PATCH_SIZE
 from gato_jax.data.sources import DatasetRef
 
 CONTROL_DEMO = {"cartpole": 1.0, "babyai_gotoredball": 1.0, "metaworld_reach": 1.0}
@@ -185,7 +186,7 @@ def check_sequence_length(mixture_name: str, names: Iterable[str], length: int,
       shape = sources.read_builder(name, data_dir).info.features["image"].shape
       if shape[0] is None or shape[1] is None:
         continue
-      need = (shape[0] // 16) * (shape[1] // 16) + 1
+      need = (shape[0] // PATCH_SIZE) * (shape[1] // PATCH_SIZE) + 1
       what = f"one image and a caption token ({need} tokens)"
     if length + 1 < need:
       raise ValueError(f"mixture {mixture_name!r}: sequence length {length} is too short for {what} "

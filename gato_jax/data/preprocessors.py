@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from gato_jax.data import prompting
 from gato_jax.episodes import TaskSpec
-from gato_jax.tokenizers import tf_ops
+from gato_jax.tokenizers import stream, tf_ops
 from gato_jax.tokenizers.layout import VocabLayout
 
 CAPTION_PAIRS_PER_SEQUENCE = 5
@@ -117,7 +117,7 @@ def caption_sequences(ds, *, sequence_length, layout: VocabLayout, vocabulary, n
   def pair(ex):
     image = tf_ops.image_tokens(ex["image"], num_patch_positions, max_obs_positions)
     caption = prompting.with_image_fields(tf_ops.tokenize_text(ex["caption"], text_tokenizer, layout))
-    return prompting.concat_streams(image, caption)
+    return stream.concat_tf(image, caption)
 
   @tf.autograph.experimental.do_not_convert
   def sequence(batch):

@@ -21,9 +21,10 @@ The rules (L + 1 = `length`, the window the feature converter turns into L input
 
 import tensorflow as tf
 
+from gato_jax.episodes import PATCH_SIZE as P
+from gato_jax.tokenizers import stream
 from gato_jax.tokenizers.layout import TokenKind
 
-P = 16
 
 
 def uniform_int(u, n):
@@ -42,10 +43,6 @@ def step_starts(timesteps):
 
 def slice_stream(stream, start, stop):
   return {k: v[start:stop] for k, v in stream.items() if k != "timesteps"}
-
-
-def concat_streams(a, b):
-  return {k: tf.concat([a[k], b[k]], 0) for k in a}
 
 
 def sample_prompt(stream, u_mode, u_anchor, u_k, budget, end_fraction):
@@ -135,4 +132,4 @@ def control_sequence(episode, other, has_other, seed, length, prompt_probability
   window = sample_window(episode, draws[4], length - prompt_length)
   diagnostics = {"has_prompt": use_prompt, "prompt_at_end": use_prompt & (draws[1] < prompt_end_fraction),
                  "prompt_length": prompt_length}
-  return finish_sequence(concat_streams(prompt, window), length), diagnostics
+  return finish_sequence(stream.concat_tf(prompt, window), length), diagnostics

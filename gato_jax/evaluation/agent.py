@@ -1,6 +1,6 @@
 """The acting agent: Gato's deployment loop over a batch of episodes of one task, with a KV cache.
 
-Per episode (GATO_SPEC.md "Deployment"): the context starts with a prompt (the last timesteps of a
+Per episode (docs/METHOD.md, "Acting and evaluation"): the context starts with a prompt (the last timesteps of a
 successful demonstration of the task that fit in `prompt_tokens`); at each step the observation is
 tokenized with the separator (`tokenize_observation`) and appended, then every action token is sampled
 in turn from the logits restricted to the ids valid for that action dimension (`action_token_ranges`;
@@ -33,28 +33,10 @@ import numpy as np
 
 from gato_jax.episodes import TaskSpec
 from gato_jax.tokenizers import (TokenKind, VocabLayout, action_from_tokens, action_token_ranges,
-                                 concat_streams, empty_stream, tokenize_observation, tokenize_timestep)
+                                 tokenize_observation, tokenize_timestep)
+from gato_jax.tokenizers import stream as stream_lib
 
 PREFILL_BUCKET = 16  # prefill lengths are rounded up to this, so rolling compiles only a few shapes
-
-
-def _pad_left(streams: Sequence[Optional[dict]], length: int) -> dict[str, np.ndarray]:
-  """Per-row streams (None = an all-PAD row) left-padded with PAD to `length`: a [B, length] chunk."""
-  rows = []
-  for s in streams:
-    n = 0 if s is None else len(s["tokens"])
-    if n > length:
-      raise ValueError(f"a chunk of {n} tokens does not fit in {length}")
-    rows.append(concat_streams([empty_stream(length - n)] + ([s] if s is not None else [])))
-  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-
-def _pad_right(streams: Sequence[Optional[dict]], length: int) -> dict[str, np.ndarray]:
-  rows = []
-  for s in streams:
-    n = 0 if s is None else len(s["tokens"])
-    rows.append(concat_streams(([s] if s is not None else []) + [empty_stream(length - n)]))
-  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -235,7 +217,7 @@ class GatoAgent:
     prompt = _latest(self._prompts[row], budget)
     steps = _latest(self._steps[row], budget - sum(len(s["tokens"]) for s in prompt))
     parts = prompt + steps
-    return concat_streams(parts) if parts else None
+    return stream_lib.concat(parts) if parts else None
 
   def _next_key(self):
     self._rng, key = jax.random.split(self._rng)
@@ -270,7 +252,7 @@ class GatoAgent:
         actions.append(None)
         continue
       ids = tokens[row]
-      step = concat_streams([stream, _action_stream(ids)])
+      step = stream_lib.concat([stream, stream_lib.of_ids(ids, TokenKind.ACTION)])
       self._steps[row].append(step)
       actions.append(action_from_tokens(ids, self.spec.action, self.layout))
     return actions
@@ -280,10 +262,10 @@ class GatoAgent:
     context = None
     if self._cache is None or self._cache_len + need > self.context_length:
       context = self._roll(need)  # clears the pending action tokens: the history holds them
-    chunks = [None if s is None else concat_streams([p, s]) if p is not None else s
+    chunks = [None if s is None else stream_lib.concat([p, s]) if p is not None else s
               for s, p in zip(streams, self._pending)]
     chunk_len, need = self._chunk_need(streams)
-    chunk, key = _pad_left(chunks, chunk_len), self._next_key()
+    chunk, key = stream_lib.pad(chunks, chunk_len, left=True), self._next_key()
     self._check_images(chunk, context)
     if context is not None:
       tokens, self._cache, finite = self._prefill_and_act(self._state, context, chunk, ranges, key, temperature,
@@ -294,7 +276,7 @@ class GatoAgent:
     self._cache_len += need
     self._check_finite(finite)
     tokens = np.asarray(tokens)
-    self._pending = [None if s is None else _action_stream(tokens[row, -1:]) for row, s in enumerate(streams)]
+    self._pending = [None if s is None else stream_lib.of_ids(tokens[row, -1:], TokenKind.ACTION) for row, s in enumerate(streams)]
     return tokens
 
   def _chunk_need(self, streams) -> tuple[int, int]:
@@ -318,7 +300,7 @@ class GatoAgent:
     self._cache, self._cache_len = None, length
     if any(self._steps):
       self.rolls += 1
-    return _pad_left(contexts, length)
+    return stream_lib.pad(contexts, length, left=True)
 
   def _act_without_cache(self, streams, need, ranges, temperature):
     budget = self.context_length - need
@@ -326,11 +308,11 @@ class GatoAgent:
     for row, stream in enumerate(streams):
       context = self._context(row, budget) if stream is not None else None
       parts = [p for p in (context, stream) if p is not None]
-      window = concat_streams(parts) if parts else None
+      window = stream_lib.concat(parts) if parts else None
       windows.append(window)
       lengths.append(0 if window is None else len(window["tokens"]))
     lengths = np.maximum(np.asarray(lengths, np.int32), 1)
-    window = _pad_right(windows, self.context_length)
+    window = stream_lib.pad(windows, self.context_length, left=False)
     self._check_images(window)
     tokens, finite = self._act_uncached(self._state, window, jnp.asarray(lengths), ranges, self._next_key(),
                                         temperature, greedy=self.greedy)
@@ -364,13 +346,6 @@ def _latest(steps: Sequence[dict], budget: int) -> list[dict]:
       break
     chosen.append(s)
   return chosen[::-1]
-
-
-def _action_stream(ids) -> dict:
-  s = empty_stream(len(ids))
-  s["tokens"] = np.asarray(ids, np.int32)
-  s["kinds"][:] = TokenKind.ACTION
-  return s
 
 
 class GatoActor:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.evaluation.agent import sample_restricted, token_features
-from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals
+from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals, stream
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,12 +84,8 @@ def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: 
 
 def image_stream(image, num_patch_positions: int, max_obs_positions: int) -> dict[str, np.ndarray]:
   """An image as the IMAGE tokens of a captions sequence (as tf_ops.image_tokens makes them)."""
-  patches = image_to_patches(image)
-  n = len(patches)
   rows, cols = patch_intervals(image.shape[0], image.shape[1], num_patch_positions)
-  return {"tokens": np.zeros(n, np.int32), "kinds": np.full(n, int(TokenKind.IMAGE), np.int32),
-          "obs_positions": np.minimum(np.arange(n), max_obs_positions - 1).astype(np.int32),
-          "patches": patches, "patch_rows": rows, "patch_cols": cols}
+  return stream.number_positions(stream.of_patches(image_to_patches(image), rows, cols), max_obs_positions)
 
 
 def _generate(graphdef, state, prompt, rng, temperature, *, num_tokens, text_vocab_size, greedy):

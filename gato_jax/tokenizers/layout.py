@@ -65,9 +65,6 @@ class VocabLayout:
     m = self.pad_to_multiple
     return -(-self.num_used_ids // m) * m
 
-  def text_range(self) -> tuple[int, int]:
-    return (0, self.text_vocab_size)
-
   def continuous_range(self) -> tuple[int, int]:
     return (self.continuous_offset, self.discrete_offset)
 

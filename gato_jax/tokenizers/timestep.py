@@ -1,7 +1,6 @@
 """NumPy tokenization of whole timesteps (observation, separator, action) and of sampled actions back.
 
-A token stream is a dict of equally long arrays, the per-token fields of gato_jax/features.py:
-tokens, kinds, obs_positions, patches, patch_rows, patch_cols.
+Each returns a token stream (gato_jax/tokenizers/stream.py).
 """
 
 from typing import Any, Mapping
@@ -9,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec, get_path
-from gato_jax.tokenizers import values
+from gato_jax.tokenizers import stream, values
 from gato_jax.tokenizers.layout import TokenKind, VocabLayout
 
 MAX_OBS_POSITIONS = 512
@@ -36,31 +35,6 @@ class TextTokenizer:
     return self.vocab.decode([int(i) for i in ids])
 
 
-def empty_stream(n: int = 0, patch_size: int = values.PATCH_SIZE) -> dict[str, np.ndarray]:
-  return {
-      "tokens": np.zeros((n,), np.int32),
-      "kinds": np.zeros((n,), np.int32),
-      "obs_positions": np.zeros((n,), np.int32),
-      "patches": np.zeros((n, patch_size, patch_size, 3), np.uint8),
-      "patch_rows": np.zeros((n, 2), np.int32),
-      "patch_cols": np.zeros((n, 2), np.int32),
-  }
-
-
-def concat_streams(streams) -> dict[str, np.ndarray]:
-  streams = list(streams)
-  if not streams:
-    return empty_stream()
-  return {k: np.concatenate([s[k] for s in streams], axis=0) for k in streams[0]}
-
-
-def _simple_stream(tokens, kind: TokenKind) -> dict[str, np.ndarray]:
-  s = empty_stream(len(tokens))
-  s["tokens"] = np.asarray(tokens, np.int32)
-  s["kinds"][:] = kind
-  return s
-
-
 def tokenize_field(value, field: FieldSpec, layout: VocabLayout, text_tokenizer=None,
                    name: str = "field", num_patch_positions: int = values.NUM_PATCH_POSITIONS):
   """One observation field -> a token stream (obs_positions left at 0; the caller numbers them)."""
@@ -70,26 +44,22 @@ def tokenize_field(value, field: FieldSpec, layout: VocabLayout, text_tokenizer=
     ids = text_tokenizer.encode(value)
     if len(ids) and ids.max() >= layout.text_vocab_size:
       raise ValueError(f"{name}: SentencePiece id {ids.max()} >= text_vocab_size {layout.text_vocab_size}")
-    return _simple_stream(ids, TokenKind.OBS_TEXT)
+    return stream.of_ids(ids, TokenKind.OBS_TEXT)
   if field.modality == "image":
     patches = values.image_to_patches(value, name)
-    s = empty_stream(len(patches))
-    s["kinds"][:] = TokenKind.IMAGE
-    s["patches"] = patches
-    s["patch_rows"], s["patch_cols"] = values.patch_intervals(*np.shape(value)[:2], num_patch_positions)
-    return s
+    return stream.of_patches(patches, *values.patch_intervals(*np.shape(value)[:2], num_patch_positions))
   value = np.asarray(value)
   if value.shape != field.shape:
     raise ValueError(f"{name}: shape {value.shape}, expected {field.shape}")
   if field.modality == "discrete":
     if ((value < 0) | (value >= field.num_values)).any():
       raise ValueError(f"{name}: values outside [0, {field.num_values})")
-    return _simple_stream(values.tokenize_discrete(value, layout), TokenKind.OBS_DISCRETE)
+    return stream.of_ids(values.tokenize_discrete(value, layout), TokenKind.OBS_DISCRETE)
   try:
     ids = values.tokenize_continuous(value, layout, mu_law=field.mu_law)
   except ValueError as e:
     raise ValueError(f"{name}: {e}") from None
-  return _simple_stream(ids, TokenKind.OBS_CONTINUOUS)
+  return stream.of_ids(ids, TokenKind.OBS_CONTINUOUS)
 
 
 def tokenize_observation(observation: Mapping[str, Any], spec: TaskSpec, layout: VocabLayout,
@@ -104,9 +74,8 @@ def tokenize_observation(observation: Mapping[str, Any], spec: TaskSpec, layout:
       raise ValueError(f"task {spec.name!r}: observation is missing field {path!r}") from None
     streams.append(tokenize_field(value, field, layout, text_tokenizer, f"task {spec.name!r}: "
                                   f"observation/{path}", num_patch_positions))
-  obs = concat_streams(streams)
-  obs["obs_positions"] = np.minimum(np.arange(len(obs["tokens"]), dtype=np.int32), max_obs_positions - 1)
-  return concat_streams([obs, _simple_stream([layout.separator_id], TokenKind.SEPARATOR)])
+  obs = stream.number_positions(stream.concat(streams), max_obs_positions)
+  return stream.concat([obs, stream.of_ids([layout.separator_id], TokenKind.SEPARATOR)])
 
 
 def action_to_unit(action, spec: ActionSpec) -> np.ndarray:
@@ -129,7 +98,7 @@ def tokenize_timestep(observation, action, spec: TaskSpec, layout: VocabLayout, 
                       **kwargs) -> dict[str, np.ndarray]:
   """[observation tokens..., separator, action tokens...] for one step."""
   obs = tokenize_observation(observation, spec, layout, text_tokenizer, **kwargs)
-  return concat_streams([obs, _simple_stream(tokenize_action(action, spec.action, layout), TokenKind.ACTION)])
+  return stream.concat([obs, stream.of_ids(tokenize_action(action, spec.action, layout), TokenKind.ACTION)])
 
 
 def action_token_ranges(spec: ActionSpec, layout: VocabLayout) -> list[tuple[int, int]]:

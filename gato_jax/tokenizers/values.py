@@ -8,11 +8,11 @@ Continuous values: F(x) = sgn(x) log(1 + mu |x|) / log(1 + M mu) (mu = 100, M = 
 
 import numpy as np
 
+from gato_jax.episodes import PATCH_SIZE  # the schema's: image sides are multiples of it
 from gato_jax.tokenizers.layout import VocabLayout
 
 MU = 100.0
 M = 256.0
-PATCH_SIZE = 16
 NUM_PATCH_POSITIONS = 128
 
 
