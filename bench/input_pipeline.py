@@ -35,6 +35,8 @@ flags.DEFINE_integer("batches", 150, "batches timed per run")
 flags.DEFINE_integer("warmup", 20, "batches read before timing")
 flags.DEFINE_bool("build_missing", False, "build the mixtures' missing datasets with data_pipelines")
 flags.DEFINE_integer("build_episodes", 30, "train episodes per control dataset built (captions x10)")
+flags.DEFINE_bool("imported", False, "also read one mixture per imported format (RLDS linked in place, "
+                  "JAT, Minari), importing data_pipelines/importers/fixtures.py's datasets first")
 flags.DEFINE_string("out_dir", "bench/results", "where input_pipeline.{json,md} go")
 FLAGS = flags.FLAGS
 
@@ -146,8 +148,12 @@ def main(argv):
       wanted |= set(mixtures.default_mixture_rates(refs.values()).get(name, mixtures.parse_mixture(name)))
     built = ensure_datasets(sorted(wanted), data_dir, FLAGS.build_episodes,
                             int(config.vocab.text_vocab_size))
+  mixtures_read = list(FLAGS.mixtures)
+  if FLAGS.imported:
+    from data_pipelines.importers import fixtures  # pylint: disable=g-import-not-at-top
+    mixtures_read += fixtures.import_bench_datasets(data_dir, FLAGS.build_episodes)
   results = []
-  for mixture in FLAGS.mixtures:
+  for mixture in mixtures_read:
     for length in lengths:
       for in_memory_cache in (True, False):
         c = config.copy_and_resolve_references()

@@ -185,3 +185,30 @@ def record_minari_fixture(root: str, episodes: int = 6, dataset_id: str = MINARI
     else:
       os.environ["MINARI_DATASETS_PATH"] = previous
   return dataset_id
+
+
+def import_bench_datasets(data_dir: str, episodes: int = 30) -> list[str]:
+  """Imports one dataset per format from these fixtures into data_dir (skipping those there already);
+  returns one mixture per format for bench/input_pipeline.py. Images are mapped to 64x64 so that one
+  timestep fits the demo's sequence length."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
+  from data_pipelines.importers import jat, minari, rlds  # pylint: disable=g-import-not-at-top
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+  data_dir = sources.expand_data_dir(data_dir)
+  sources_dir = os.path.join(data_dir, "_import_sources")  # RLDS is read in place: keep its files
+  if not sources.dataset_exists("bench_rlds", data_dir):
+    path = write_rlds_fixture(os.path.join(sources_dir, "rlds"), name="bench_oxe", num_episodes=episodes,
+                              num_shards=2)
+    rlds.import_rlds(path, "bench_rlds", data_dir, {"image_size": [64, 64]})
+  with tempfile.TemporaryDirectory() as tmp:
+    if not sources.dataset_exists("bench_jat_pong", data_dir):
+      root = write_jat_fixture(os.path.join(tmp, "jat"), episodes=episodes)
+      jat.import_jat(root, "atari-pong", "bench_jat_pong", data_dir, image_size=(64, 64))
+      jat.import_jat(root, "mujoco-hopper", "bench_jat_hopper", data_dir)
+    if not sources.dataset_exists("bench_minari", data_dir):
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record_minari_fixture(os.path.join(tmp, "minari"), episodes=episodes)
+      minari.import_minari(MINARI_ID, "bench_minari", data_dir, root=os.path.join(tmp, "minari"))
+  return ["bench_rlds:1", "bench_jat_pong:1,bench_jat_hopper:1", "bench_minari:1"]
