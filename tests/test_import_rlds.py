@@ -3,12 +3,15 @@
 mixture with a built-in task; malformed episodes are named and a failed import links nothing."""
 
 import os
+import re
 
+from absl import flags
+import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
 
-from data_pipelines import importers
+from data_pipelines import cli, importers
 from data_pipelines.importers import fixtures, rlds
 from gato_jax.data import foreign, sources, tasks, testing
 import import_support
@@ -47,6 +50,9 @@ def test_linked_in_place_discovered_sharded_and_trained(oxe, tmp_path):
   found = sources.discover_datasets(data_dir)
   ref = found["oxe_fixture"]
   assert ref.kind == "control" and ref.link["path"] == oxe and ref.spec.observation["image"].shape == (32, 32, 3)
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["gato-data"])
+  assert re.search(r"\noxe_fixture +control +- +linked in place +rlds dataset", cli.list_datasets(data_dir))
 
   source = foreign.make_source(ref, data_dir)
   assert len(source.list_shards("train")) == 2  # train[:5] spans both files; validation is episode 6
@@ -94,3 +100,25 @@ def test_a_mapping_that_reads_a_missing_field_is_refused(oxe, tmp_path):
                      r"which the RLDS dataset at .* does not have; its step fields: \['action', "):
     rlds.import_rlds(oxe, "oxe_wrong", str(tmp_path), mapping={"action": {"sources": ["observation/missing"]}})
   assert not os.path.exists(foreign.link_path(str(tmp_path), "oxe_wrong"))
+
+
+def test_image_policies_agree_in_numpy_and_tensorflow():
+  """OXE's 256x256 / 224x224 and JAT's 84x84x4 frames; crop / pad as TF's resize_with_crop_or_pad."""
+  from gato_jax.data import mapping as mapping_lib  # pylint: disable=g-import-not-at-top
+  oxe = mapping_lib.field_for(mapping_lib.Leaf("observation/image", "uint8", (224, 224, 3)))
+  assert oxe.shape == (224, 224, 3) and oxe.channels == "rgb"  # already whole patches: kept as is
+  atari = mapping_lib.field_for(mapping_lib.Leaf("image_observations", "uint8", (84, 84, 4)))
+  assert atari.shape == (96, 96, 3) and atari.image_policy == "pad" and atari.channels == "last"
+  frames = np.random.default_rng(0).integers(0, 256, (3, 84, 84, 4), dtype=np.uint8)
+  for policy, size in (("pad", (96, 96)), ("center_crop", (80, 64)), ("resize", (48, 48))):
+    field = mapping_lib.FieldMap("x", "image", size + (3,), image_policy=policy, channels="last")
+    numpy_out = mapping_lib.map_image(frames, field)
+    tf_out = foreign.map_image_tf(tf.constant(frames), field).numpy()
+    assert numpy_out.shape == tf_out.shape == (3,) + size + (3,) and numpy_out.dtype == np.uint8
+    np.testing.assert_array_equal(numpy_out[..., 0], numpy_out[..., 2])  # the newest frame, as gray
+    if policy == "resize":  # bilinear in PIL and TF: the same picture up to rounding and antialiasing
+      assert np.abs(numpy_out.astype(int) - tf_out.astype(int)).mean() < 8
+    else:
+      np.testing.assert_array_equal(numpy_out, tf_out)
+  np.testing.assert_array_equal(mapping_lib.map_image(frames, mapping_lib.FieldMap(
+      "x", "image", (96, 96, 3), image_policy="pad", channels="last"))[:, 6:90, 6:90, 1], frames[..., 3])
