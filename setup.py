@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "sentencepiece==0.2.3",
     "clu==0.0.12",
+    "tensorboard==2.21.0",  # clu.metric_writers imports it
     "tensorboardX==2.6.5",
     "absl-py>=2.1",
     "numpy>=2.0,<2.5",

@@ -5,14 +5,19 @@
                   [--data_dir=DIR] [--seed=S] [--overwrite] [--config=experiments/tiny_demo.py]
   gato-data build --dataset=sentencepiece --vocab_size=512 --data_dir=DIR
   gato-data build --module_import=my_tasks --dataset=my_task   (your own registered ControlTask)
+  gato-data inspect SOURCE [--format=rlds|jat|minari] [--jat_config=CFG] [--mapping=JSON|FILE]
+  gato-data import --format=rlds|jat|minari --source=SOURCE --name=NAME [--data_dir=DIR]
+                   [--jat_config=CFG] [--mapping=JSON|FILE] [--image_size=H,W] [--minari_root=DIR]
 
 --episodes is the number of train episodes (text: documents, 0 = all; captions: pairs); validation
 gets a tenth of it unless --validation_episodes says otherwise. Without --data_dir / --vocab_size the
 values come from --config (data.data_dir, vocab.text_vocab_size), else ~/tensorflow_datasets and 512.
-A finished dataset is never replaced unless --overwrite is given.
+A finished dataset is never replaced unless --overwrite is given. `inspect` prints how a foreign
+dataset (RLDS / Open X-Embodiment, the JAT layout, Minari) would be mapped to tokens; `import` adds it
+to the data_dir (RLDS is linked in place, JAT and Minari are converted): see "Bring your data" in the
+README.
 """
 
-import importlib
 import os
 
 from absl import app
@@ -41,10 +46,21 @@ _RETURN_EPISODES = flags.DEFINE_integer("return_episodes", 20, "Episodes average
                                         "random returns in the metadata.")
 _VOCAB_SIZE = flags.DEFINE_integer("vocab_size", None, "SentencePiece vocabulary size (text, "
                                    "sentencepiece).")
-_MODULE_IMPORT = flags.DEFINE_multi_string("module_import", [], "Modules to import first: where your "
-                                           "own register_control_task(...) calls live.")
+_MODULE_IMPORT = cli_flags.module_import_flag()
 _TEXT_FILES = flags.DEFINE_list("text_files", [], "Your own text corpus (globs) instead of the one "
                                 "shipped with Python.")
+_FORMAT = flags.DEFINE_enum("format", None, ["rlds", "jat", "minari"], "inspect / import: the source's "
+                            "format (inspect detects it when not given).")
+_SOURCE = flags.DEFINE_string("source", None, "import: an RLDS dataset folder (local or gs://), a JAT "
+                              "dataset folder, or a Minari dataset id.")
+_NAME = flags.DEFINE_string("name", None, "import: the dataset name in the data_dir (lowercase, _).")
+_JAT_CONFIG = flags.DEFINE_string("jat_config", "", "inspect / import: the JAT config (task) folder.")
+_MAPPING = flags.DEFINE_string("mapping", None, "inspect / import: overrides of the inferred mapping, "
+                               "as JSON or a JSON file (see gato_jax/data/mapping.py).")
+_IMAGE_SIZE = flags.DEFINE_list("image_size", [], "import: H,W that every image field becomes "
+                                "(multiples of 16; the mapping's image policy says how).")
+_MINARI_ROOT = flags.DEFINE_string("minari_root", None, "inspect / import: the Minari datasets root "
+                                   "(default: $MINARI_DATASETS_PATH, else ~/.minari/datasets).")
 
 
 def _data_dir() -> str:
@@ -120,18 +136,40 @@ def build_all(names, data_dir: str) -> int:
   return failed
 
 
+def foreign(command: list[str], data_dir: str) -> int:
+  """`inspect SOURCE` / `import`: the importers of data_pipelines/importers, errors in one line."""
+  from data_pipelines import importers
+  image_size = tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None
+  try:
+    if command[0] == "inspect":
+      print(importers.inspect(command[1], format=_FORMAT.value, jat_config=_JAT_CONFIG.value,
+                              mapping=_MAPPING.value, minari_root=_MINARI_ROOT.value))
+      return 0
+    missing = [f"--{f}" for f, v in (("format", _FORMAT.value), ("source", _SOURCE.value),
+                                     ("name", _NAME.value)) if not v]
+    if missing:
+      cli_flags.fail(f"import needs {', '.join(missing)}")
+    print(importers.import_dataset(_FORMAT.value, _SOURCE.value, _NAME.value, data_dir,
+                                   jat_config=_JAT_CONFIG.value, mapping=_MAPPING.value,
+                                   image_size=image_size, minari_root=_MINARI_ROOT.value))
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    cli_flags.fail(f"{command[0]}: {e}", status=1)
+  return 0
+
+
 def main(argv):
   command = argv[1:]
-  if command not in (["list"], ["build"]):
-    raise app.UsageError(f"expected one command, `list` or `build`; got {command}")
+  if command not in (["list"], ["build"], ["import"]) and not (len(command) == 2 and command[0] == "inspect"):
+    raise app.UsageError(f"expected one command: `list`, `build`, `inspect SOURCE` or `import`; got {command}")
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()  # the builds log their own progress (episodes/s) through absl
-  for module in _MODULE_IMPORT.value:
-    importlib.import_module(module)
+  cli_flags.import_modules(_MODULE_IMPORT.value)
   data_dir = _data_dir()
   if command == ["list"]:
     print(list_datasets(data_dir))
     return 0
+  if command[0] in ("inspect", "import"):
+    return foreign(command, data_dir)
   import data_pipelines
   names = list(_DATASET.value)
   if names == ["all"]:
@@ -147,7 +185,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli_flags.run(main, "gato-data")
 
 
 if __name__ == "__main__":

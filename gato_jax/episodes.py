@@ -10,6 +10,18 @@ Observations are (possibly nested) dicts of fields; each field has a `FieldSpec`
   image       HxWx3 uint8, H and W multiples of 16
   discrete    integers in [0, num_values) (num_values <= 1024), any fixed shape
   continuous  floats, any fixed shape; mu-law companded unless `mu_law=False` (already in [-1, 1])
+
+The records that describe "a task or a dataset", one meaning each:
+  TaskSpec       (here) what an episode of a task looks like: its fields, their modalities and shapes,
+                 and the action space. Recorded in every control dataset's metadata.
+  ControlTask    (gato_jax/envs/control.py) a simulator, how its observations become a TaskSpec's fields,
+                 and a scripted expert: what data is recorded from and evaluation acts in.
+  DatasetEntry   (data_pipelines/registry.py) a dataset gato-data can build: its TFDS builder class.
+  DatasetRef     (gato_jax/data/sources.py) a dataset found in a data_dir, as the SeqIO side reads it:
+                 kind, TaskSpec, domain (and the link of a foreign dataset read in place).
+  ControlDataset (gato_jax/evaluation/datasets.py) a built control dataset joined with its ControlTask,
+                 returns and validation demonstrations: what gato-eval scores against.
+(`data.tasks.PreprocessingOptions` is not one of them: it holds the preprocessing settings of a run.)
 """
 
 import dataclasses

@@ -47,7 +47,7 @@ def data(tmp_path_factory):
 
 
 def read_all(ref, config):
-  task = tasks.make_task(ref, tasks.TaskOptions.from_config(config))
+  task = tasks.make_task(ref, tasks.PreprocessingOptions.from_config(config))
   ds = task.get_dataset(task_feature_lengths(32), "train", shuffle=False, seed=0, num_epochs=1)
   return list(ds.as_numpy_iterator())
 
@@ -113,12 +113,12 @@ def test_too_short_sequences_missing_data_and_uneven_batches_are_refused(data):
 
 def test_vocabulary_spans_the_layout_and_decodes_text_only(data):
   _, _, _, config = data
-  vocab = tasks.TaskOptions.from_config(config).vocabulary
+  vocab = tasks.PreprocessingOptions.from_config(config).vocabulary
   layout = vocab.layout
   assert vocab.vocab_size == layout.vocab_size
   ids = list(vocab.encode("go to the red ball"))
   mixed = [layout.separator_id, 0] + ids + [layout.discrete_offset + 3, layout.continuous_offset]
   assert vocab.decode(mixed) == "go to the red ball"
   assert vocab.decode_tf(tf.constant(mixed)).numpy().decode() == "go to the red ball"
-  assert vocab == tasks.TaskOptions.from_config(config).vocabulary
+  assert vocab == tasks.PreprocessingOptions.from_config(config).vocabulary
   assert seqio.get_mixture_or_task("tiny_pole").output_features["tokens"].vocabulary == vocab

@@ -44,7 +44,7 @@ def raw_episodes(data_dir, name, split):
 def numpy_stream(steps, spec, config):
   """The episode tokenized step by step by the NumPy tokenizers (the path acting uses)."""
   layout = tok.VocabLayout.from_config(config.vocab)
-  text = tasks.TaskOptions.from_config(config).vocabulary.text_tokenizer
+  text = tasks.PreprocessingOptions.from_config(config).vocabulary.text_tokenizer
   parts = [tok.tokenize_timestep(s["observation"], s["action"], spec, layout, text) for s in steps]
   starts = np.cumsum([0] + [len(p["tokens"]) for p in parts])
   return tok.stream.concat(parts), starts
@@ -53,7 +53,7 @@ def numpy_stream(steps, spec, config):
 def task_sequences(config, name, split="validation", n=None, **overrides):
   """Task-level sequences (with diagnostics) of one task, unshuffled, one pass unless n is given."""
   task = tasks.make_task(sources.DatasetRef(name, "control" if name.startswith("tiny") else name),
-                         tasks.TaskOptions.from_config(config, **overrides))
+                         tasks.PreprocessingOptions.from_config(config, **overrides))
   ds = task.get_dataset(task_feature_lengths(L), split=split, shuffle=False, seed=3,
                         num_epochs=None if n else 1)
   return list(ds.take(n).as_numpy_iterator() if n else ds.as_numpy_iterator())
@@ -142,7 +142,7 @@ def test_prompts_in_a_quarter_of_sequences_from_other_episodes(tiny):
 
 def test_text_and_caption_sequences(tiny):
   data_dir, _, config = tiny
-  vocab = tasks.TaskOptions.from_config(config).vocabulary
+  vocab = tasks.PreprocessingOptions.from_config(config).vocabulary
   docs = [vocab.text.encode(d["text"].decode()) + [vocab.eos_id] for d in tfds.as_numpy(
       tfds.builder(sources.tfds_name("text"), data_dir=str(data_dir)).as_dataset(split="validation"))]
   for seq in task_sequences(config, "text"):

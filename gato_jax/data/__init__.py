@@ -8,5 +8,5 @@ from gato_jax.data.feature_converter import GatoFeatureConverter, task_feature_l
 from gato_jax.data.mixtures import get_mixture, register_mixture, task_names
 from gato_jax.data.pipeline import make_dataset, make_eval_dataset, make_iterator, per_process_batch_size
 from gato_jax.data.sources import DatasetRef, discover_datasets
-from gato_jax.data.tasks import TaskOptions, make_task, register_all
+from gato_jax.data.tasks import PreprocessingOptions, make_task, register_all
 from gato_jax.data.vocabulary import GatoVocabulary

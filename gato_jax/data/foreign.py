@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from gato_jax.data import sources
-from gato_jax.data.mapping import EpisodeMapping, FieldMap, get_path
+from gato_jax.data.mapping import EpisodeMapping, FieldMap, get_path, nest
 from gato_jax.episodes import TaskSpec
 
 LINK_FILE = sources.LINK_FILE
@@ -186,19 +186,17 @@ def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
   """Dense source steps -> the episode format (mapping.map_steps in TensorFlow), last step dropped
   when the mapping says the final RLDS step holds only the last observation."""
   length = tf.shape(raw["is_first"])[0]
-  observation: dict = {}
-  for target, field in mapping.observation.items():
-    *parents, leaf = target.split("/")
-    node = observation
-    for p in parents:
-      node = node.setdefault(p, {})
+
+  def field_value(field: FieldMap):
     value = get_path(raw, field.source)
     if field.modality == "image":
-      value = map_image_tf(value, field)
-    elif field.modality != "text":
-      dtype = tf.int32 if field.modality == "discrete" else tf.float32
-      value = tf.reshape(tf.cast(value, dtype), tf.concat([[length], field.shape], 0))
-    node[leaf] = value
+      return map_image_tf(value, field)
+    if field.modality == "text":
+      return value
+    dtype = tf.int32 if field.modality == "discrete" else tf.float32
+    return tf.reshape(tf.cast(value, dtype), tf.concat([[length], field.shape], 0))
+
+  observation = nest((target, field_value(field)) for target, field in mapping.observation.items())
   a = mapping.action
   dtype = tf.float32 if a.kind == "continuous" else tf.int32
   flat = tf.concat([tf.reshape(tf.cast(get_path(raw, p), dtype), [length, -1]) for p in a.sources], 1)

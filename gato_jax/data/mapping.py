@@ -12,16 +12,16 @@ newest frame of a stack of grayscale frames, e.g. JAT's 84x84x4 Atari), drop_alp
 `infer(leaves, ...)` builds a mapping from the source's own description of its fields (a TFDS
 FeaturesDict for RLDS, gymnasium spaces for Minari, `datasets` features for JAT, each turned into
 `Leaf`s by its importer); `with_overrides` lets a user change any of it; `describe` prints it.
-This module is TF-free: evaluation maps simulator observations with `map_observation`.
+TF-free; the appliers are gato_jax.data.map_numpy (converters, evaluation) and gato_jax.data.foreign (TF).
 """
 
 import dataclasses
 import json
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from gato_jax.episodes import MAX_DISCRETE, MODALITIES, PATCH_SIZE, ActionSpec, FieldSpec, TaskSpec
+from gato_jax.episodes import MAX_DISCRETE, PATCH_SIZE, ActionSpec, FieldSpec, TaskSpec
 
 IMAGE_POLICIES = ("resize", "center_crop", "pad")
 CHANNELS = ("rgb", "gray", "last", "drop_alpha")
@@ -53,15 +53,13 @@ class FieldMap:
 
   def __post_init__(self):
     object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-    if self.modality not in MODALITIES:
-      raise ValueError(f"mapping field {self.source!r}: modality must be one of {MODALITIES}, "
-                       f"got {self.modality!r}")
-    if self.image_policy not in IMAGE_POLICIES:
-      raise ValueError(f"mapping field {self.source!r}: image_policy must be one of {IMAGE_POLICIES}, "
-                       f"got {self.image_policy!r}")
-    if self.channels not in CHANNELS:
-      raise ValueError(f"mapping field {self.source!r}: channels must be one of {CHANNELS}, "
-                       f"got {self.channels!r}")
+    for key, allowed in (("image_policy", IMAGE_POLICIES), ("channels", CHANNELS)):
+      if getattr(self, key) not in allowed:
+        raise ValueError(f"mapping field {self.source!r}: {key} must be one of {allowed}, got {getattr(self, key)!r}")
+    try:
+      self.field_spec()  # modality, image sides, discrete range
+    except ValueError as e:
+      raise ValueError(f"mapping field {self.source!r}: {e}") from None
 
   def field_spec(self) -> FieldSpec:
     return FieldSpec(self.modality, self.shape, mu_law=self.mu_law, num_values=self.num_values)
@@ -102,14 +100,8 @@ class EpisodeMapping:
       raise ValueError("mapping: no observation field is left (all dropped?)")
 
   def task_spec(self, name: str) -> TaskSpec:
-    tree: dict = {}
-    for target, field in self.observation.items():
-      *parents, leaf = target.split("/")
-      node = tree
-      for p in parents:
-        node = node.setdefault(p, {})
-      node[leaf] = field.field_spec()
-    return TaskSpec(name, tree, self.action.action_spec())
+    return TaskSpec(name, nest((t, f.field_spec()) for t, f in self.observation.items()),
+                    self.action.action_spec())
 
   def sources(self) -> list[str]:
     """Every source path the mapping reads."""
@@ -144,17 +136,15 @@ class EpisodeMapping:
           raise ValueError(f"mapping overrides: cannot drop {target!r}: not an observation field "
                            f"({sorted(observation)})")
         dropped[observation.pop(target).source] = "dropped by the user"
-      elif target in observation:
-        observation[target] = dataclasses.replace(observation[target], **change)
       else:
-        observation[target] = FieldMap(**change)
+        observation[target] = _build(FieldMap, f"observation/{target}", observation.get(target), change)
         dropped.pop(observation[target].source, None)
     for target, field in observation.items():
       if field.modality == "image" and ("image_size" in overrides or "image_policy" in overrides):
         height, width = overrides.get("image_size", field.shape[:2])
         observation[target] = dataclasses.replace(
             field, shape=(height, width, 3), image_policy=overrides.get("image_policy", field.image_policy))
-    action = dataclasses.replace(self.action, **(overrides.get("action") or {}))
+    action = _build(ActionMap, "action", self.action, overrides.get("action") or {})
     for source in action.sources:
       dropped.pop(source, None)
     return EpisodeMapping(observation, action, overrides.get("reward", self.reward), dropped,
@@ -174,12 +164,36 @@ class EpisodeMapping:
     a = self.action
     space = (f"in [0, {list(a.num_values)})" if a.kind != "continuous"
              else f"in [{_short(a.low)}, {_short(a.high)}]{' (clipped)' if a.clip else ''}")
-    lines.append(f"  action{'':<{25 + 8}}<- {' + '.join(a.sources):<32} {a.kind:<10} {a.shape} {space}")
-    lines.append(f"  reward{'':<{25 + 8}}<- {self.reward or '(none: zeros)'}")
+    lines.append(f"  {'action':<36} <- {' + '.join(a.sources):<32} {a.kind:<10} {a.shape} {space}")
+    lines.append(f"  {'reward':<36} <- {self.reward or '(none: zeros)'}")
     lines.append(f"  last step: {self.last_step}")
     for source, why in sorted(self.dropped.items()):
       lines.append(f"  dropped  {source:<32} {why}")
     return "\n".join(lines)
+
+
+def _build(cls, where: str, base, change: Mapping[str, Any]):
+  """`base` with `change` applied (a new `cls` from `change` when there is no base), naming bad keys."""
+  keys = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(change) - set(keys))
+  if unknown:
+    raise ValueError(f"mapping overrides: {where}: unknown keys {unknown}; expected some of {keys}")
+  try:
+    return dataclasses.replace(base, **change) if base is not None else cls(**change)
+  except TypeError as e:  # a new field without source / modality
+    raise ValueError(f"mapping overrides: {where}: {e}") from None
+
+
+def nest(items: Iterable[tuple[str, Any]]) -> dict:
+  """{"a/b": x, "c": y} items -> {"a": {"b": x}, "c": y}."""
+  tree: dict = {}
+  for path, value in items:
+    *parents, leaf = path.split("/")
+    node = tree
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
 
 
 def _short(values: Sequence[float]) -> str:
@@ -320,106 +334,3 @@ def gym_leaves(space, path: str) -> list[Leaf]:
     return [Leaf(path, np.dtype(space.dtype).name, tuple(space.shape), low=float(low.min()) if finite else None,
                  high=float(high.max()) if finite else None, declared=finite)]
   raise ValueError(f"{path}: unsupported gymnasium space {space!r}")
-
-
-# ----------------------------------------------------------------------------- NumPy applier
-
-
-def get_path(tree, path: str):
-  for key in path.split("/"):
-    tree = tree[int(key)] if isinstance(tree, (list, tuple)) else tree[key]
-  return tree
-
-
-def map_image(frames: np.ndarray, field: FieldMap) -> np.ndarray:
-  """[T, H, W(, C)] uint8 -> [T, h, w, 3] uint8 with the field's channel rule and image policy."""
-  frames = np.asarray(frames)
-  if frames.ndim == 3:
-    frames = frames[..., None]
-  frames = {"rgb": lambda x: x, "gray": lambda x: np.repeat(x[..., :1], 3, -1),
-            "last": lambda x: np.repeat(x[..., -1:], 3, -1), "drop_alpha": lambda x: x[..., :3]}[
-                field.channels](frames)
-  height, width = field.shape[:2]
-  if frames.shape[1:3] == (height, width):
-    return np.ascontiguousarray(frames, np.uint8)
-  if field.image_policy == "resize":
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    return np.stack([np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((width, height),
-                                                                                 Image.BILINEAR))
-                     for f in frames]) if len(frames) else np.zeros((0, height, width, 3), np.uint8)
-  return crop_or_pad(frames, height, width)
-
-
-def crop_or_pad(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Centred crop where the frame is larger, centred zero padding where it is smaller (like TF's
-  resize_with_crop_or_pad)."""
-  out = np.zeros(frames.shape[:1] + (height, width) + frames.shape[3:], np.uint8)
-  src, dst = [], []
-  for have, want in zip(frames.shape[1:3], (height, width)):
-    cut, pad = max(0, (have - want) // 2), max(0, (want - have) // 2)
-    n = min(have, want)
-    src.append(slice(cut, cut + n))
-    dst.append(slice(pad, pad + n))
-  out[:, dst[0], dst[1]] = frames[:, src[0], src[1]]
-  return out
-
-
-def map_field(value, field: FieldMap, length: int):
-  """A source field's [T, ...] values as the observation field expects them (text: list of str)."""
-  if field.modality == "text":
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value]
-  if field.modality == "image":
-    return map_image(value, field)
-  value = np.asarray(value)
-  dtype = np.int32 if field.modality == "discrete" else np.float32
-  if value.dtype.kind not in "biuf":
-    return value  # left for the episode validator to name
-  return value.astype(dtype).reshape((length,) + field.shape) if value.size == length * int(
-      np.prod(field.shape, dtype=np.int64)) else value.astype(dtype)
-
-
-def map_action(values: Sequence[np.ndarray], action: ActionMap, length: int) -> np.ndarray:
-  flat = np.concatenate([np.asarray(v).reshape(length, -1) for v in values], axis=1)
-  if action.kind == "continuous":
-    flat = flat.astype(np.float32)
-    if action.clip:
-      flat = np.clip(flat, np.asarray(action.low, np.float32), np.asarray(action.high, np.float32))
-  elif np.issubdtype(flat.dtype, np.integer) or flat.dtype == np.bool_:
-    flat = flat.astype(np.int32)
-  return flat.reshape((length,) + action.shape) if flat.size == length * action.action_spec().size else flat
-
-
-def map_fields(observation_map: Mapping[str, FieldMap], get: Callable[[str], Any], length: int) -> dict:
-  """The nested observation of `length` steps; `get(path)` returns a source field's [T, ...] values."""
-  observation: dict = {}
-  for target, field in observation_map.items():
-    *parents, leaf = target.split("/")
-    node = observation
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = map_field(get(field.source), field, length)
-  return observation
-
-
-def map_steps(mapping: EpisodeMapping, get: Callable[[str], Any], length: int) -> dict:
-  """{"observation": nested fields, "action", "reward"} for `length` steps (see map_fields)."""
-  observation = map_fields(mapping.observation, get, length)
-  action = map_action([get(p) for p in mapping.action.sources], mapping.action, length)
-  reward = (np.asarray(get(mapping.reward), np.float32).reshape(length) if mapping.reward
-            else np.zeros(length, np.float32))
-  return {"observation": observation, "action": action, "reward": reward}
-
-
-def map_observation(mapping: EpisodeMapping, raw_obs, root: str = "observation") -> dict:
-  """One simulator observation (the tree whose paths start at `root`) as the TaskSpec's observation."""
-  def get(path):
-    rel = path[len(root) + 1:] if path.startswith(root + "/") else ("" if path == root else None)
-    if rel is None:
-      raise KeyError(f"observation mapping reads {path!r}, which is not under {root!r}")
-    value = get_path(raw_obs, rel) if rel else raw_obs
-    return [value] if isinstance(value, (str, bytes)) else np.asarray(value)[None]
-  return _unbatch(map_fields(mapping.observation, get, 1))
-
-
-def _unbatch(tree: dict) -> dict:
-  return {key: _unbatch(value) if isinstance(value, dict) else value[0] for key, value in tree.items()}

@@ -123,7 +123,7 @@ def make_eval_dataset(config, task_name: str, split: str = "validation", *, batc
   data_dir = sources.expand_data_dir(config.data.data_dir)
   sources.require_dataset(task_name, data_dir, context="evaluation: ")
   overrides = {} if prompt_probability is None else {"prompt_probability": float(prompt_probability)}
-  task = tasks.make_task(refs[task_name], tasks.TaskOptions.from_config(config, **overrides))
+  task = tasks.make_task(refs[task_name], tasks.PreprocessingOptions.from_config(config, **overrides))
   length = int(config.data.sequence_length)
   mixtures.check_sequence_length(f"evaluation of {task_name}", [task_name], length, refs, data_dir)
   try:

@@ -23,11 +23,11 @@ from gato_jax.data.sources import DatasetRef
 from gato_jax.data.vocabulary import GatoVocabulary, sentencepiece_model_path
 from gato_jax.tokenizers import VocabLayout
 
-__all__ = ["TaskOptions", "make_task", "output_features", "register_all", "task_feature_lengths"]
+__all__ = ["PreprocessingOptions", "make_task", "output_features", "register_all", "task_feature_lengths"]
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskOptions:
+class PreprocessingOptions:
   """Everything a task's preprocessing depends on (hashable: it fingerprints registrations)."""
   data_dir: str
   layout: VocabLayout
@@ -48,7 +48,7 @@ class TaskOptions:
       raise ValueError(f"config.data.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
 
   @classmethod
-  def from_config(cls, config, **overrides) -> "TaskOptions":
+  def from_config(cls, config, **overrides) -> "PreprocessingOptions":
     data = config.data
     data_dir = sources.expand_data_dir(data.data_dir)
     options = dict(
@@ -87,7 +87,7 @@ def output_features(vocabulary: GatoVocabulary) -> dict[str, seqio.Feature]:
   }
 
 
-def make_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
+def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
   """The (unregistered) seqio.Task reading dataset `ref` with `options`."""
   vocabulary = options.vocabulary
   data_dir = options.data_dir
@@ -124,7 +124,7 @@ def make_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
 _FINGERPRINTS: dict[str, tuple] = {}
 
 
-def register_task(ref: DatasetRef, options: TaskOptions) -> seqio.Task:
+def register_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
   """Registers (or re-registers when `ref` / `options` changed) the task of one dataset."""
   fingerprint = (ref, options)
   if ref.name in seqio.TaskRegistry.names():
@@ -145,13 +145,13 @@ def register_all(config, datasets: Optional[Iterable[DatasetRef] | Mapping[str, 
   """Registers a task per dataset (default: every dataset in config.data.data_dir) and the default
   mixtures.
 
-  Returns the registered task names. `option_overrides` replace TaskOptions fields (tests, evaluation).
+  Returns the registered task names. `option_overrides` replace PreprocessingOptions fields (tests, evaluation).
   """
   from gato_jax.data import mixtures  # mixtures name tasks: registered after them
   if datasets is None:
     datasets = sources.discover_datasets(config.data.data_dir)
   refs = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
-  options = TaskOptions.from_config(config, **option_overrides)
+  options = PreprocessingOptions.from_config(config, **option_overrides)
   for ref in refs:
     register_task(ref, options)
   mixtures.register_default_mixtures(refs)
