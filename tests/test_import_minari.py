@@ -4,6 +4,9 @@ built-in task -> gato-eval's rollouts in the recorded environment, normalised by
 scores; a malformed episode is named and leaves nothing behind."""
 
 import os
+import pickle
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -20,7 +23,13 @@ from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
 from gato_jax.episodes import EpisodeError  # pylint: disable=g-import-not-at-top
 from gato_jax.evaluation import datasets as eval_datasets  # pylint: disable=g-import-not-at-top
 from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+from gato_jax.data.mapping import ActionMap, EpisodeMapping, FieldMap  # pylint: disable=g-import-not-at-top
+from gato_jax.envs import recorded  # pylint: disable=g-import-not-at-top
+import gymnasium as gym  # pylint: disable=g-import-not-at-top
 import import_support  # pylint: disable=g-import-not-at-top
+
+MAPPING = EpisodeMapping({"state": FieldMap("observation", "continuous", (4,))},
+                         ActionMap(("action",), "discrete", (), (2,)))
 
 
 @pytest.fixture(scope="module", name="minari_root")
@@ -72,7 +81,7 @@ def test_imported_trains_and_evaluates_in_the_recorded_env(minari_root, tmp_path
   config.eval.max_steps = 8
   config.eval.offline = False
   config.eval.captions = 0
-  config.eval.gif = False
+  config.eval.gif = True  # replayed in the TF-free child process, which unpickles the recorded make_env
   evaluator = Evaluator(config, str(tmp_path / "work"), tasks=["minari_cartpole"])
   assert isinstance(evaluator.datasets["minari_cartpole"], eval_datasets.ControlDataset)
   report = evaluator.evaluate_checkpoint()
@@ -81,6 +90,21 @@ def test_imported_trains_and_evaluates_in_the_recorded_env(minari_root, tmp_path
   assert entry["expert_return"] == 60.0 and entry["random_return"] == 22.0
   assert 1 <= entry["mean_length"] <= 8 and np.isfinite(entry["normalized_score"])
   assert entry["normalized_score"] == pytest.approx((entry["mean_return"] - 22.0) / (60.0 - 22.0))
+  assert os.path.exists(report["gifs"]["minari_cartpole"])
+
+
+def test_the_recorded_env_loads_without_tensorflow(tmp_path):
+  """What gato-eval's GIF process does: unpickle the recorded make_env and step it, TF never loaded."""
+  task = recorded.task_from_metadata("recorded_pole", {
+      "recorded_env": {"env_spec": gym.make("CartPole-v1").spec.to_json()}, "mapping": MAPPING.to_dict(),
+      "task_spec": MAPPING.task_spec("recorded_pole").to_dict()})
+  path = tmp_path / "make_env.pkl"
+  path.write_bytes(pickle.dumps(task.make_env))
+  code = ("import pickle, sys; env = pickle.load(open(sys.argv[1], 'rb'))(0); env.reset(seed=1); env.step(0); "
+          "print(env.spec.id, 'tensorflow' in sys.modules, 'gato_jax.data' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.stdout.split() == ["CartPole-v1", "False", "False"], out.stderr[-2000:]
 
 
 def test_a_malformed_episode_is_named_and_nothing_is_left(minari_root, tmp_path):

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from data_pipelines import cli, importers
 from data_pipelines.importers import fixtures, rlds
-from gato_jax.data import foreign, sources, tasks, testing
+from gato_jax.data import foreign, sources, tasks
+from testlib import data_testing as testing
 import import_support
 
 
@@ -104,7 +105,7 @@ def test_a_mapping_that_reads_a_missing_field_is_refused(oxe, tmp_path):
 
 def test_image_policies_agree_in_numpy_and_tensorflow():
   """OXE's 256x256 / 224x224 and JAT's 84x84x4 frames; crop / pad as TF's resize_with_crop_or_pad."""
-  from gato_jax.data import mapping as mapping_lib  # pylint: disable=g-import-not-at-top
+  from gato_jax.data import map_numpy, mapping as mapping_lib  # pylint: disable=g-import-not-at-top
   oxe = mapping_lib.field_for(mapping_lib.Leaf("observation/image", "uint8", (224, 224, 3)))
   assert oxe.shape == (224, 224, 3) and oxe.channels == "rgb"  # already whole patches: kept as is
   atari = mapping_lib.field_for(mapping_lib.Leaf("image_observations", "uint8", (84, 84, 4)))
@@ -112,7 +113,7 @@ def test_image_policies_agree_in_numpy_and_tensorflow():
   frames = np.random.default_rng(0).integers(0, 256, (3, 84, 84, 4), dtype=np.uint8)
   for policy, size in (("pad", (96, 96)), ("center_crop", (80, 64)), ("resize", (48, 48))):
     field = mapping_lib.FieldMap("x", "image", size + (3,), image_policy=policy, channels="last")
-    numpy_out = mapping_lib.map_image(frames, field)
+    numpy_out = map_numpy.map_image(frames, field)
     tf_out = foreign.map_image_tf(tf.constant(frames), field).numpy()
     assert numpy_out.shape == tf_out.shape == (3,) + size + (3,) and numpy_out.dtype == np.uint8
     np.testing.assert_array_equal(numpy_out[..., 0], numpy_out[..., 2])  # the newest frame, as gray
@@ -120,5 +121,5 @@ def test_image_policies_agree_in_numpy_and_tensorflow():
       assert np.abs(numpy_out.astype(int) - tf_out.astype(int)).mean() < 8
     else:
       np.testing.assert_array_equal(numpy_out, tf_out)
-  np.testing.assert_array_equal(mapping_lib.map_image(frames, mapping_lib.FieldMap(
+  np.testing.assert_array_equal(map_numpy.map_image(frames, mapping_lib.FieldMap(
       "x", "image", (96, 96, 3), image_policy="pad", channels="last"))[:, 6:90, 6:90, 1], frames[..., 3])

@@ -184,6 +184,12 @@ def _build(cls, where: str, base, change: Mapping[str, Any]):
     raise ValueError(f"mapping overrides: {where}: {e}") from None
 
 
+def get_path(tree, path: str):
+  for key in path.split("/"):
+    tree = tree[int(key)] if isinstance(tree, (list, tuple)) else tree[key]
+  return tree
+
+
 def nest(items: Iterable[tuple[str, Any]]) -> dict:
   """{"a/b": x, "c": y} items -> {"a": {"b": x}, "c": y}."""
   tree: dict = {}

@@ -5,7 +5,10 @@ dataset's gymnasium EnvSpec) and the mapping that turned its observations into t
 registered ControlTask but whose metadata has `recorded_env`:
   {"env_spec": gymnasium EnvSpec JSON, "observation_root": the mapping's path of the raw observation,
    "source": e.g. "minari:cartpole/expert-v0"}
-plus `task_spec` and `mapping` (gato_jax.data.mapping.EpisodeMapping.to_dict()). TF-free.
+plus `task_spec` and `mapping` (gato_jax.data.mapping.EpisodeMapping.to_dict()). Importing this module
+is TF-free: gato-eval's GIF process unpickles `make_env` (by reference to this module) next to MuJoCo's
+renderer, which crashes with TensorFlow loaded; the mapping (under gato_jax.data) loads only when a
+task is built or observes.
 """
 
 import functools
@@ -13,7 +16,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from gato_jax.data.mapping import EpisodeMapping, map_observation
 from gato_jax.envs.control import ControlTask
 from gato_jax.episodes import TaskSpec
 
@@ -28,8 +30,9 @@ def make_env(env_spec_json: str, seed: int):
   return gym.make(EnvSpec.from_json(env_spec_json))
 
 
-def _observe(mapping: EpisodeMapping, root: str, raw_obs, env):
+def _observe(mapping, root: str, raw_obs, env):
   del env
+  from gato_jax.data.map_numpy import map_observation  # pylint: disable=g-import-not-at-top
   return map_observation(mapping, raw_obs, root)
 
 
@@ -53,6 +56,7 @@ def task_from_metadata(name: str, metadata: Mapping[str, Any]) -> ControlTask:
   if missing or "env_spec" not in recorded:
     raise KeyError(f"dataset {name!r}: its metadata lacks {missing or ['recorded_env.env_spec']}; "
                    "re-import it with gato-data import")
+  from gato_jax.data.mapping import EpisodeMapping  # pylint: disable=g-import-not-at-top
   spec = TaskSpec.from_dict(metadata["task_spec"])
   action = spec.action
   return ControlTask(
