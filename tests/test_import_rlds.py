@@ -123,3 +123,27 @@ def test_image_policies_agree_in_numpy_and_tensorflow():
       np.testing.assert_array_equal(numpy_out, tf_out)
   np.testing.assert_array_equal(map_numpy.map_image(frames, mapping_lib.FieldMap(
       "x", "image", (96, 96, 3), image_policy="pad", channels="last"))[:, 6:90, 6:90, 1], frames[..., 3])
+
+
+def test_dict_actions_are_concatenated_and_odd_frames_padded():
+  """RT-1-style dict actions (a vector and a boolean gripper) and Language-Table's 360x640 frames."""
+  from gato_jax.data.mapping import Leaf, infer  # pylint: disable=g-import-not-at-top
+  leaves = [Leaf("action/world_vector", "float32", (3,), low=-0.5, high=0.7),
+            Leaf("action/open_gripper", "bool", ()), Leaf("observation/rgb", "uint8", (360, 640, 3)),
+            Leaf("reward", "float32", ()), Leaf("is_first", "bool", ())]
+  mapping = infer(leaves, ["action/world_vector", "action/open_gripper"], ignore=("is_first",),
+                  strip_prefix="observation/")
+  assert mapping.observation["rgb"].shape == (368, 640, 3) and mapping.observation["rgb"].image_policy == "pad"
+  spec = mapping.action.action_spec()
+  assert spec.shape == (4,) and spec.low == (-1.0, -1.0, -1.0, 0.0) and spec.high == (1.0,) * 4
+  raw = {"action": {"world_vector": tf.constant([[0.1, -0.2, 0.3], [0.0, 0.5, -0.5]]),
+                    "open_gripper": tf.constant([True, False])},
+         "observation": {"rgb": tf.zeros([2, 360, 640, 3], tf.uint8)}, "reward": tf.constant([0.0, 1.0]),
+         "is_first": tf.constant([True, False]), "is_last": tf.constant([False, True]),
+         "is_terminal": tf.constant([False, True])}
+  steps = foreign.map_steps_tf(mapping, raw)
+  np.testing.assert_allclose(steps["action"].numpy(), [[0.1, -0.2, 0.3, 1.0], [0.0, 0.5, -0.5, 0.0]])
+  assert steps["observation"]["rgb"].shape == (2, 368, 640, 3) and steps["is_last"].numpy().tolist() == [False, True]
+  dropped = foreign.map_steps_tf(mapping.with_overrides({"last_step": "drop"}), raw)
+  assert dropped["action"].shape == (1, 4) and dropped["is_last"].numpy().tolist() == [True]
+  assert dropped["is_terminal"].numpy().tolist() == [True]
