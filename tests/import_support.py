@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from gato_jax.data import pipeline, sources, testing
+from gato_jax.data import pipeline, sources
+from testlib import data_testing as testing
 from gato_jax.training import loop
 
 
