@@ -256,7 +256,7 @@ class TrainCheckpointManager:
       items[DATA_ITERATOR] = DataIteratorSave(data_iterator)
     if config is not None:
       items[CONFIG] = ocp.args.JsonSave(dict(config))
-    with self._save_errors():
+    with self._save_errors(step):
       started = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
     if started:
       self._saving = step
@@ -268,20 +268,22 @@ class TrainCheckpointManager:
     self._saving = None
 
   @contextlib.contextmanager
-  def _save_errors(self):
+  def _save_errors(self, step: int | None = None):
     """Turns a failed (possibly earlier, asynchronous) save into one CheckpointError that says which
-    checkpoint is still intact."""
+    checkpoint is still intact. Device and collective errors pass as they are: in a multi-process
+    save they mean a lost peer (the loop says so), not a storage problem."""
     try:
       yield
-    except CheckpointError:
+    except (CheckpointError, jax.errors.JaxRuntimeError):
       raise
     except Exception as error:  # pylint: disable=broad-except
-      committed = [s for s in committed_steps(self.directory) if s != self._saving]
+      failed = self._saving if self._saving is not None else step
+      committed = [s for s in committed_steps(self.directory) if s != failed]
       previous = (f"the previous checkpoint (step {committed[-1]}) is intact" if committed
                   else "there is no earlier checkpoint")
       full = is_disk_full(error)
       raise CheckpointError(
-          f"saving checkpoint step {self._saving} to {self.directory} failed: "
+          f"saving checkpoint step {failed} to {self.directory} failed: "
           f"{'no space left on device' if full else _reason(error)}; {previous}: "
           f"{'free space, then rerun' if full else 'rerun'} and training resumes from it") from error
 

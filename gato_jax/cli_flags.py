@@ -148,10 +148,11 @@ def isolate_caches() -> None:
 
 
 def quiet_library_logs() -> None:
-  """Orbax logs every save and restore at INFO through absl, which drowns the progress lines: keep
-  its warnings and errors only (our own INFO lines stay)."""
+  """Orbax logs every save and restore, and clu's ReportProgress every report, at INFO through absl,
+  which drowns the progress lines: keep their warnings and errors only (our own INFO lines stay)."""
   handler = logging.get_absl_handler()
+  libraries = tuple(f"{os.sep}{name}{os.sep}" for name in ("orbax", "clu"))
   if not getattr(handler, "_gato_quiet", False):
     handler.addFilter(lambda r: r.levelno >= logging.converter.STANDARD_WARNING
-                      or f"{os.sep}orbax{os.sep}" not in r.pathname)
+                      or not any(library in r.pathname for library in libraries))
     handler._gato_quiet = True  # pylint: disable=protected-access

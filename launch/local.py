@@ -6,8 +6,10 @@
 Every child gets `XLA_FLAGS=--xla_force_host_platform_device_count=K`, `JAX_PLATFORMS=cpu`, gloo CPU
 collectives, and the three distributed flags appended to its command (`--coordinator_address`,
 `--num_processes`, `--process_id`). Logs stream with a `[proc i]` prefix. SIGINT / SIGTERM go to every
-child; when one child fails the others get SIGTERM, then SIGKILL after `--grace_period_s`, and the
-launcher exits with the failed child's status, so a dead peer never leaves the job hanging.
+child. When one child fails, the others get `--grace_period_s` to exit on their own (gato-train
+exits 75 as soon as a collective with the dead peer fails), then SIGTERM, then SIGKILL after another
+grace period; the launcher exits with the failed child's status, so a dead peer never leaves the job
+hanging.
 """
 
 import argparse
@@ -147,6 +149,19 @@ class LocalJob:
     for proc in self._procs:
       proc.wait()
 
+  def _stop_after_failure(self):
+    """A peer died: the others' next collective fails and gato-train exits at once (status 75). A
+    SIGTERM first would start jax's coordinated preemption save, which waits for every peer, the dead
+    one included, so it comes only to those still running after the grace period."""
+    deadline = time.monotonic() + self._grace_period_s
+    while any(p.poll() is None for p in self._procs) and time.monotonic() < deadline:
+      time.sleep(_POLL_S)
+    if any(p.poll() is None for p in self._procs):
+      self._signal_children(signal.SIGTERM)
+      self._stop_all(time.monotonic() + self._grace_period_s)
+    for proc in self._procs:
+      proc.wait()
+
   def _start(self):
     base_env = dict(os.environ)
     for spec in self._specs:
@@ -185,10 +200,9 @@ class LocalJob:
       failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
       if failed:
         process_id, code = failed[0]
-        self._say(f"process {process_id} exited with status {_exit_status(code)}: "
-                  "stopping the others")
-        self._signal_children(signal.SIGTERM)
-        self._stop_all(time.monotonic() + self._grace_period_s)
+        self._say(f"process {process_id} exited with status {_exit_status(code)}: stopping the others "
+                  f"(they get {self._grace_period_s:g}s to notice and exit on their own, then SIGTERM)")
+        self._stop_after_failure()
         return _exit_status(code)
       if all(c == 0 for c in codes):
         return 0

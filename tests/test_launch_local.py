@@ -116,8 +116,17 @@ def test_one_failed_process_stops_the_others_and_sets_the_exit_status(peer):
   elapsed = time.monotonic() - start
   assert result.returncode == 3, result.stdout + result.stderr
   assert "process 1 exited with status 3: stopping the others" in result.stderr
-  assert "[proc 0] rank 0 got SIGTERM" in result.stdout
+  assert "[proc 0] rank 0 got SIGTERM" in result.stdout  # it did not exit on its own within 5 s
   assert elapsed < 20  # the surviving peer sleeps 120 s: it was stopped, not waited for
+
+
+def test_a_survivor_that_exits_on_its_own_gets_no_signal(tmp_path):
+  path = tmp_path / "peer.py"
+  path.write_text(_PEER.replace('time.sleep(120)', 'time.sleep(1.5 if rank == 0 else 120)\nsys.exit(75)'))
+  result = _launch(["--num_processes=2", "--devices_per_process=1", "--grace_period_s=10", "--",
+                    sys.executable, str(path), "--mode=fail_rank1"], timeout=60)
+  assert result.returncode == 3, result.stdout + result.stderr
+  assert "got SIGTERM" not in result.stdout and "SIGKILL" not in result.stderr
 
 
 def test_a_peer_that_ignores_sigterm_is_killed_after_the_grace_period(peer):

@@ -54,7 +54,7 @@ def test_third_party_caches_leave_the_home_directory_alone(monkeypatch):
 
 @pytest.mark.slow
 def test_a_truncated_shard_is_named_with_its_record(tmp_path):
-  from gato_jax.data import testing  # pylint: disable=g-import-not-at-top
+  from testlib import data_testing as testing  # pylint: disable=g-import-not-at-top
   from gato_jax.training import loop  # pylint: disable=g-import-not-at-top
   testing.build_tiny_data_dir(tmp_path / "data", num_episodes=(8, 2))
   shard = sorted(glob.glob(str(tmp_path / "data" / "tiny_pole" / "*" / "*train.tfrecord*")))[0]
@@ -75,3 +75,17 @@ def test_a_killed_builds_incomplete_directory_is_removed_by_the_next_build(tmp_p
   report = building.build("cartpole", str(tmp_path), episodes=2, validation_episodes=1, return_episodes=1)
   assert report.num_train == 2 and not stale.exists()
   assert sorted(os.listdir(tmp_path / "cartpole")) == ["1.0.0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["gato_jax.train", "gato_jax.evaluate"])
+def test_module_import_runs_the_users_module_before_the_config_is_used(tmp_path, module):
+  (tmp_path / "user_tasks.py").write_text(
+      "import os\nopen(os.path.join(os.path.dirname(__file__), 'imported'), 'w').write('yes')\n"
+      "raise SystemExit('user_tasks imported')\n")
+  env = {**ENV, "PYTHONPATH": f"{tmp_path}:{support.REPO}"}
+  result = subprocess.run([sys.executable, "-m", module, "--module_import=user_tasks",
+                           "--config=tests/test_training_support.py", f"--workdir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, env=env, cwd=support.REPO, timeout=600)
+  assert (tmp_path / "imported").exists() and "user_tasks imported" in result.stderr
+  assert not (tmp_path / "run" / "config.json").exists()  # imported before any work

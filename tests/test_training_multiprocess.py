@@ -1,6 +1,6 @@
 """`gato-train` as users run it, in fresh processes: exact resume after SIGKILL, a save on SIGTERM,
-two processes x 4 devices joined by jax.distributed matching one process x 8, and a dead peer
-failing the job within bounded time."""
+two processes x 4 devices joined by jax.distributed matching one process x 8 (a dead peer:
+test_reliability_peers.py)."""
 
 import os
 import signal
@@ -138,20 +138,6 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(tmp_path, refe
   schedule = optimizer.learning_rate_schedule(config.optimizer, 24)
   support.assert_params_match(params, reference_params, max_update=sum(float(schedule(s)) for s in range(24)),
                               rtol=1e-5, atol=1e-6)
-
-
-def test_a_dead_peer_makes_the_other_process_fail_within_the_heartbeat_timeout(tmp_path, cache_env):
-  procs = _launch_two(tmp_path, cache_env, "--heartbeat_timeout_seconds=10")
-  log0 = tmp_path / "p0.log"
-  _wait_for(lambda: "step 4/24" in log0.read_text() or procs[0].poll() is not None, 900, "training")
-  assert procs[1].poll() is None, "process 1 ended before it could be killed"
-  procs[1].send_signal(signal.SIGKILL)
-  killed = time.time()
-  code = procs[0].wait(timeout=120)
-  waited = time.time() - killed
-  assert code != 0, log0.read_text()[-3000:]
-  assert waited < 60, f"process 0 took {waited:.0f}s to fail"
-  assert "stopped sending heartbeats" in log0.read_text()
 
 
 def test_sigterm_to_one_process_saves_the_same_step_on_both(tmp_path, cache_env):
