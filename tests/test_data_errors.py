@@ -6,7 +6,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 seqio = pytest.importorskip("seqio")
 
-from gato_jax.data import mixtures, pipeline, sources, tasks, testing
+from gato_jax.data import mixtures, pipeline, sources, tasks
+from testlib import data_testing as testing
 from gato_jax.data.feature_converter import task_feature_lengths
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 

@@ -9,7 +9,8 @@ seqio = pytest.importorskip("seqio")
 
 from gato_jax import features
 from gato_jax import tokenizers as tok
-from gato_jax.data import mixtures, pipeline, sources, tasks, testing
+from gato_jax.data import mixtures, pipeline, sources, tasks
+from testlib import data_testing as testing
 from gato_jax.data.feature_converter import GatoFeatureConverter, task_feature_lengths
 from gato_jax.episodes import TaskSpec
 from gato_jax.tokenizers import TokenKind

@@ -8,7 +8,8 @@ seqio = pytest.importorskip("seqio")
 data_pipelines = pytest.importorskip("data_pipelines")
 
 from gato_jax import features
-from gato_jax.data import mixtures, pipeline, sources, testing
+from gato_jax.data import mixtures, pipeline, sources
+from testlib import data_testing as testing
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 from gato_jax.tokenizers import TokenKind
 

@@ -8,7 +8,7 @@ import pytest
 
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 from gato_jax.evaluation import agent as agent_lib
-from gato_jax.evaluation import testing
+from testlib import eval_testing as testing
 from gato_jax.tokenizers import (TokenKind, VocabLayout, action_from_tokens, action_token_ranges,
                                  tokenize_observation)
 from gato_jax.tokenizers.timestep import tokenize_action

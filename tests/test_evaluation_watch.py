@@ -13,8 +13,8 @@ import pytest
 from flax import nnx
 
 from gato_jax.evaluation import evaluator as evaluator_lib
-from gato_jax.data import testing as data_testing
-from gato_jax.evaluation import testing
+from testlib import data_testing as data_testing
+from testlib import eval_testing as testing
 from gato_jax.evaluation.datasets import EvaluationError
 
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 from gato_jax.model import (LOGICAL_AXIS_NAMES, Gato, ModelOptions, loss_and_metrics,
                             patch_position_index)
-from gato_jax.model.testing import model_inputs, tiny_batch, tiny_config
+from testlib.model_testing import model_inputs, tiny_batch, tiny_config
 from gato_jax.tokenizers.layout import TokenKind, VocabLayout
 
 TARGET_KINDS = np.array([TokenKind.TEXT, TokenKind.ACTION])

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from gato_jax.model import Gato
-from gato_jax.model.testing import tiny_config
+from testlib.model_testing import tiny_config
 from gato_jax.model.value_init import apply_continuous_init, smooth_rows
 from gato_jax.tokenizers.layout import VocabLayout
 

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from gato_jax.data import pipeline, sources, tasks, testing
+from gato_jax.data import pipeline, sources, tasks
+from testlib import data_testing as testing
 from gato_jax.tokenizers.layout import VocabLayout
 from gato_jax.training import loop
 from test_training import _TinyModel

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from gato_jax.data import testing
+from testlib import data_testing as testing
 
 pytestmark = pytest.mark.slow
 
