@@ -27,6 +27,7 @@ def test_inferred_mapping_of_an_oxe_dataset(oxe):
   text = rlds.inspect(os.path.dirname(os.path.dirname(oxe)))  # the dataset folder: its version is found
   print(text)
   assert importers.detect_format(oxe) == "rlds" and importers.inspect(oxe) == text
+  assert rlds.resolve_version_dir(os.path.relpath(oxe)) == oxe  # the link never depends on the cwd
   for line in ("observation/image ", "observation/wrist_image", "observation/state",
                "observation/language_instruction", "dropped  language_embedding"):
     assert line in text

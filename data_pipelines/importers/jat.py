@@ -97,7 +97,7 @@ def inspect(source: str, config: str, overrides=None, name: str = "") -> str:
   if kind != "control":
     return head + ("" if kind == "text" else f"\n  image <- images (resized to {CAPTION_IMAGE})") + \
         "\n  text <- text"
-  return head + "\n" + infer_mapping(train, overrides).describe(name or config.replace("-", "_"))
+  return head + "\n" + infer_mapping(train, overrides).describe(name or "jat_" + config.replace("-", "_"))
 
 
 def _control_examples(dataset, mapping, spec, name, split):

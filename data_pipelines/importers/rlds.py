@@ -12,6 +12,7 @@ field; `action` (a tensor, or a dict of tensors concatenated in key order) is th
 the last observation, so it is dropped (override `last_step` for datasets whose last step acts).
 """
 
+import os
 import posixpath
 from typing import Any, Mapping, Optional
 
@@ -26,8 +27,9 @@ FLAGS = ("is_first", "is_last", "is_terminal", "discount")
 
 
 def resolve_version_dir(path: str) -> str:
-  """The folder holding dataset_info.json: `path` itself, else its newest version below (config/version)."""
-  path = path.rstrip("/")
+  """The folder holding dataset_info.json: `path` itself, else its newest version below (config/version).
+  Local paths are made absolute (the link file must not depend on the working directory)."""
+  path = path.rstrip("/") if "://" in path else os.path.abspath(os.path.expanduser(path))
   if tf.io.gfile.exists(posixpath.join(path, "dataset_info.json")):
     return path
   found = sorted(posixpath.dirname(p) for pattern in ("*/dataset_info.json", "*/*/dataset_info.json")
