@@ -92,6 +92,7 @@ class RldsSource(seqio.TfdsDataSource):
                splits: Mapping[str, str]):
     super().__init__(tfds_name=None, tfds_data_dir=path, splits=dict(splits), read_only=True)
     self.name, self.path, self.mapping, self.spec = name, path, mapping, spec
+    self.split_map = dict(splits)  # canonical split -> TFDS split (or slice) of the RLDS dataset
     self._checked = False
 
   def _check_sources(self) -> None:
@@ -109,15 +110,16 @@ class RldsSource(seqio.TfdsDataSource):
                   shard_info: Optional[seqio.ShardInfo] = None, **kwargs) -> tf.data.Dataset:
     del seed, kwargs  # the file order is seeded by the name (see sources.TfdsSource)
     split = split or "train"
+    if split not in self.split_map:
+      raise ValueError(f"dataset {self.name!r}: no split {split!r}; the link maps {self.split_map}")
     self._check_sources()
     builder = self.tfds_dataset.builder
     read_config = tfds.ReadConfig(
         shuffle_seed=zlib.crc32(self.name.encode()), skip_prefetch=True, add_tfds_id=True,
         input_context=tf.distribute.InputContext(shard_info.num_shards, shard_info.index)
         if shard_info else None)
-    ds = builder.as_dataset(split=self.tfds_dataset._map_split(split), shuffle_files=shuffle,  # pylint: disable=protected-access
-                            read_config=read_config, decoders=skip_decoders(builder.info.features,
-                                                                            self.mapping.sources()))
+    ds = builder.as_dataset(split=self.split_map[split], shuffle_files=shuffle, read_config=read_config,
+                            decoders=skip_decoders(builder.info.features, self.mapping.sources()))
     return ds.map(lambda ex: foreign_episode(ex, self.mapping, self.spec, self.name, split),
                   num_parallel_calls=tf.data.AUTOTUNE)
 
