@@ -32,6 +32,11 @@ def test_inferred_mappings_follow_the_jat_columns(jat_source):
   spec = hopper.task_spec("jat_hopper")
   assert spec.observation["continuous"].shape == (11,)
   assert spec.action.kind == "continuous" and spec.action.low == (-1.0,) * 3 and not hopper.action.clip
+  # Ranges come from every row, not only the scanned ones: the action space covers the last row's actions.
+  import datasets  # pylint: disable=g-import-not-at-top
+  rows = datasets.Dataset.from_dict({"continuous_observations": [[[0.0, 1.0]] * 2, [[2.0, -1.0]] * 3],
+                                     "discrete_actions": [[0, 1], [2, 9, 4]], "rewards": [[0.0] * 2, [1.0] * 3]})
+  assert jat.infer_mapping(rows, scan_rows=1).action.num_values == (10,)
   # Overrides: Atari's full action set, a 80x80 centre crop instead of the 96x96 pad.
   pong = jat.infer_mapping(jat.load_split(jat_source, "atari-pong", "train"),
                            {"action": {"num_values": [18]}, "image_size": [80, 80], "image_policy": "center_crop"})

@@ -114,3 +114,29 @@ def test_a_malformed_episode_is_named_and_nothing_is_left(minari_root, tmp_path)
     minari_import.import_minari("gato/cartpole/bad-v0", "bad_cartpole", str(data_dir), root=minari_root)
   assert not sources.dataset_exists("bad_cartpole", str(data_dir))
   assert not os.path.exists(data_dir / "bad_cartpole")
+
+
+def test_dict_spaces_map_to_nested_fields_and_back_in_the_simulator():
+  """A BabyAI-like Dict observation (small uint8 grid, direction, mission text) and a Box frame."""
+  from gymnasium import spaces  # pylint: disable=g-import-not-at-top
+  from gato_jax.data import map_numpy  # pylint: disable=g-import-not-at-top
+  from gato_jax.data.mapping import gym_leaves, infer  # pylint: disable=g-import-not-at-top
+  observation = spaces.Dict({"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "direction": spaces.Discrete(4),
+                             "mission": spaces.Text(64), "camera": spaces.Box(0, 255, (60, 80, 3), np.uint8)})
+  leaves = gym_leaves(observation, "observation") + gym_leaves(spaces.Discrete(7), "action")
+  mapping = infer(leaves, ["action"], strip_prefix="observation/")
+  spec = mapping.task_spec("grid")
+  assert spec.observation["image"].modality == "discrete" and spec.observation["image"].num_values == 256
+  assert spec.observation["direction"].num_values == 4 and spec.observation["mission"].modality == "text"
+  assert spec.observation["camera"].shape == (64, 80, 3) and mapping.observation["camera"].image_policy == "pad"
+  raw = observation.sample()
+  mapped = map_numpy.map_observation(mapping, raw)
+  assert mapped["mission"] == raw["mission"] and int(mapped["direction"]) == int(raw["direction"])
+  np.testing.assert_array_equal(mapped["image"], raw["image"].astype(np.int32))
+  np.testing.assert_array_equal(mapped["camera"][2:62], raw["camera"])  # padded 2 rows above and below
+  from gato_jax.episodes import validate_episode  # pylint: disable=g-import-not-at-top
+  steps = map_numpy.map_steps(mapping, lambda p: [raw[p.split("/")[1]]] * 3 if p == "observation/mission" else (
+      np.zeros(3, np.int64) if p == "action" else np.stack([raw[p.split("/")[1]]] * 3)), 3)
+  steps.update(is_first=np.array([True, False, False]), is_last=np.array([False, False, True]),
+               is_terminal=np.array([False, False, True]))
+  assert validate_episode({"steps": steps}, spec) == 3

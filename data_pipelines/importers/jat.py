@@ -60,8 +60,19 @@ def _step_array(rows_column) -> np.ndarray:
   return np.stack([np.asarray(v) for v in rows_column]) if len(rows_column) else np.zeros((0,))
 
 
+def _column_range(dataset, column: str) -> tuple[float, float]:
+  """Min and max of a numeric list column over every row (Arrow compute; no row is decoded)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
+  values = dataset.data.column(column)
+  while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+    values = pc.list_flatten(values)
+  extremes = pc.min_max(values)
+  return float(extremes["min"].as_py()), float(extremes["max"].as_py())
+
+
 def leaves(dataset, scan_rows: int = 20) -> list[Leaf]:
-  """The per-step columns with dtype, shape and the scanned value range."""
+  """The per-step columns with dtype and shape (from the first rows) and value range (every row)."""
   out = []
   sample = dataset.select(range(min(scan_rows, len(dataset))))
   for column in dataset.column_names:
@@ -74,7 +85,9 @@ def leaves(dataset, scan_rows: int = 20) -> list[Leaf]:
     stacked = np.concatenate(values)
     dtype = "uint8" if column == "image_observations" else (
         "int64" if stacked.dtype.kind in "iu" else "float32")
-    out.append(Leaf(column, dtype, stacked.shape[1:], low=float(stacked.min()), high=float(stacked.max())))
+    low, high = ((float(stacked.min()), float(stacked.max())) if column == "image_observations"
+                 else _column_range(dataset, column))
+    out.append(Leaf(column, dtype, stacked.shape[1:], low=low, high=high))
   return out
 
 
