@@ -42,8 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.position_embedding = "none"  # "none" (the paper: local positions only) or "learned"
   c.model.max_length = 1024  # KV cache / learned positions length
   c.model.norm_type = "layer_norm"  # pre-norm: layer_norm | rms_norm
-  # jax.nn.dot_product_attention implementation: auto | xla | cudnn, or blocked (causal blocks of 256
-  # queries skipping the masked half: what auto picks on CPU for L > 256; see model/transformer.py).
+  # Attention kernel (gato_jax/model/attention.py): auto | xla | cudnn | blocked (causal blocks of 256
+  # queries skipping the masked half: what auto picks on CPU for L > 256) | pallas_tpu (splash) |
+  # flash_tpu | pallas_gpu.
   c.model.attention_impl = "auto"
   c.model.scan_layers = True
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
@@ -82,6 +83,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  # Logical-axis rules (gato_jax/partitioning.py): `rules` replaces the default table (empty = default),
+  # `extra_rules` go in front of it, e.g. sequence sharding: (("activation_length", "tensor"),).
+  c.mesh.rules = ()
+  c.mesh.extra_rules = ()
+  # Multi-slice (ICI x DCN): with num_slices > 1, dcn_axis (data or fsdp) spans the slices.
+  c.mesh.num_slices = 1
+  c.mesh.dcn_axis = "data"
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep_last = 3
@@ -89,9 +97,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
   c.checkpoint.restore_data_iterator = True  # False: resume the state but restart input from the seed
   c.checkpoint.export_params = True  # at the end, params alone to <workdir>/params for evaluation
+  # A committed checkpoint that cannot be read: fallback (to the newest readable; refuse when none is),
+  # restart (from step 0 when none is readable) or fail (refuse at once). Transient I/O errors are retried.
+  c.checkpoint.on_unreadable = "fallback"
 
   c.on_nonfinite = "stop"  # stop (report the step and tasks, exit) | skip (drop that update)
+  c.max_consecutive_skips = 10  # on_nonfinite=skip: stop (exit 3) after this many non-finite steps in a row
   c.peak_flops_per_device = 0.0  # for MFU; 0 = known accelerator table, or measured on CPU
+
+  # Fine-tuning (gato_jax/training/init_from.py, optimizer.py). init_from: another run's parameters
+  # only (a workdir, PATH@STEP, a checkpoint step dir or an exported params/ dir; local or gs://) for a
+  # fresh run; resuming this run's own checkpoints wins. train_only / freeze: comma-separated module
+  # paths (globs) or axis:<logical axis>; frozen parameters get no optimizer state.
+  c.init_from = ""
+  c.train_only = ""  # empty = every parameter (minus `freeze`)
+  c.freeze = ""  # e.g. "embedding" or "sequence_model"
 
   # Evaluation of checkpoints (gato-eval): online rollouts in the data's simulators, offline metrics.
   c.eval = ml_collections.ConfigDict()
