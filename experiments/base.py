@@ -42,9 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.position_embedding = "none"  # "none" (the paper: local positions only) or "learned"
   c.model.max_length = 1024  # KV cache / learned positions length
   c.model.norm_type = "layer_norm"  # pre-norm: layer_norm | rms_norm
-  # Attention kernel (gato_jax/model/attention.py): auto | xla | cudnn | blocked (causal blocks of 256
-  # queries skipping the masked half: what auto picks on CPU for L > 256) | pallas_tpu (splash) |
-  # flash_tpu | pallas_gpu.
+  # jax.nn.dot_product_attention implementation: auto | xla | cudnn, or blocked (causal blocks of 256
+  # queries skipping the masked half: what auto picks on CPU for L > 256; see model/transformer.py).
   c.model.attention_impl = "auto"
   c.model.scan_layers = True
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
@@ -83,13 +82,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
-  # Logical-axis rules (gato_jax/partitioning.py): `rules` replaces the default table (empty = default),
-  # `extra_rules` go in front of it, e.g. sequence sharding: (("activation_length", "tensor"),).
-  c.mesh.rules = ()
-  c.mesh.extra_rules = ()
-  # Multi-slice (ICI x DCN): with num_slices > 1, dcn_axis (data or fsdp) spans the slices.
-  c.mesh.num_slices = 1
-  c.mesh.dcn_axis = "data"
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep_last = 3
@@ -97,12 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
   c.checkpoint.restore_data_iterator = True  # False: resume the state but restart input from the seed
   c.checkpoint.export_params = True  # at the end, params alone to <workdir>/params for evaluation
-  # A committed checkpoint that cannot be read: fallback (to the newest readable; refuse when none is),
-  # restart (from step 0 when none is readable) or fail (refuse at once). Transient I/O errors are retried.
-  c.checkpoint.on_unreadable = "fallback"
 
   c.on_nonfinite = "stop"  # stop (report the step and tasks, exit) | skip (drop that update)
-  c.max_consecutive_skips = 10  # on_nonfinite=skip: stop (exit 3) after this many non-finite steps in a row
   c.peak_flops_per_device = 0.0  # for MFU; 0 = known accelerator table, or measured on CPU
 
   # Fine-tuning (gato_jax/training/init_from.py, optimizer.py). init_from: another run's parameters
