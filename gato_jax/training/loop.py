@@ -18,6 +18,7 @@ import jax
 from gato_jax import checkpointing, features, partitioning
 from gato_jax.tokenizers.layout import VocabLayout
 from gato_jax.training import failures, flops, logger, optimizer, state as state_lib, step as step_lib
+from gato_jax.training import init_from
 from gato_jax.training.failures import DataLossError, NonFiniteError, NonFiniteGuard, PeerLostError
 from gato_jax.training.synthetic import SyntheticIterator
 
@@ -90,7 +91,10 @@ def check_config(config) -> None:
 def create_state(model_fn: state_lib.ModelFn, tx, mesh, model_def: state_lib.ModelDef, config):
   """The train state of a run that starts at step 0 (no checkpoint to resume): the one place where a
   fresh state is made."""
-  return state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed)
+  state = state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed)
+  # Fine-tuning (#17): a fresh run may take another run's parameters (config.init_from). A run that
+  # resumes its own checkpoint never gets here, so restarts stay exact.
+  return init_from.apply(config, state)
 
 
 def _save_config_json(config, workdir: str) -> None:
