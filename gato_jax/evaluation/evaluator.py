@@ -318,4 +318,24 @@ def mixture_control_tasks(config) -> list[str]:
     names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
   except (KeyError, ValueError) as e:
     raise EvaluationError(f"config.data.mixture={config.data.mixture!r}: {e}") from None
-  return [n for n in names if n in refs and refs[n].kind == "control"]
+  control = [n for n in names if n in refs and refs[n].kind == "control"]
+  playable = [n for n in control if can_roll_out(n, refs[n], config.data.data_dir)]
+  if len(playable) < len(control):
+    logging.warning("Not rolling out %s: no simulator is known for them (imported without a recorded "
+                    "environment; register a ControlTask with that name to evaluate them online).",
+                    sorted(set(control) - set(playable)))
+  return playable
+
+
+def can_roll_out(name: str, ref, data_dir: str) -> bool:
+  """A control dataset gato-eval can act for: a registered ControlTask or an environment its importer
+  recorded. Foreign datasets linked in place (RLDS) carry no simulator."""
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
+  if ref.link is not None:
+    return name in registry.names()
+  try:
+    registry.task_for_dataset(name, sources.read_metadata(name, data_dir))
+  except KeyError:
+    return False
+  return True
