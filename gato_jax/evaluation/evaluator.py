@@ -119,9 +119,6 @@ class Evaluator:
       self._text_tokenizer = TextTokenizer(path)
     return self._text_tokenizer
 
-  def _needs_text(self) -> bool:
-    return any(f.modality == "text" for d in self.datasets.values() for _, f in d.spec.observation_fields())
-
   def model_def(self):
     if self._model_def is None:
       from gato_jax.training import loop, state  # pylint: disable=g-import-not-at-top
