@@ -11,7 +11,7 @@ from typing import Iterator
 from gato_jax.envs.control import ControlTask
 
 # Each is a module gato_jax.envs.<domain> with TASKS = [(ControlTask, default train episodes), ...].
-DOMAINS = ("classic_control", "babyai", "metaworld")
+DOMAINS = ("classic_control", "babyai", "metaworld", "atari", "mujoco")
 
 TASKS: dict[str, ControlTask] = {}
 _DEFAULT_EPISODES: dict[str, int] = {}

@@ -4,6 +4,10 @@ A task's score is (R - R_random) / (R_expert - R_random) with R the mean return 
 episodes, R_expert and R_random the data's expert and random-policy mean returns (dataset metadata):
 0 is the random policy, 1 the expert that made the data. The interval is a percentile bootstrap over
 episodes (resampling episode returns with replacement), seeded, so a report is reproducible.
+Aggregates: per domain and overall, the interquartile mean (IQM) of the task scores with a stratified
+bootstrap interval (every task's episodes resampled, then the IQM over tasks: rliable's method with
+episodes as runs). Atari tasks also report the human-normalised score (R - random) / (human - random)
+with the published scores in gato_jax/envs/atari/reference.py.
 """
 
 import dataclasses
@@ -52,6 +56,45 @@ def interquartile_mean(values: Iterable[float]) -> float:
   return float(v[lo:max(hi, lo + 1)].mean())
 
 
+def human_reference(task: str):
+  """(random, human) published scores of an Atari task (atari_<game>, atari_<game>_<variant>), or None."""
+  if not task.startswith("atari_"):
+    return None
+  from gato_jax.envs.atari.reference import HUMAN_RANDOM  # pylint: disable=g-import-not-at-top
+  for game, reference in HUMAN_RANDOM.items():
+    if task == f"atari_{game}" or task.startswith(f"atari_{game}_"):
+      return reference
+  return None
+
+
+def human_normalized_score(mean_return, task: str):
+  """(R - random) / (human - random) with the published scores, or None for a task without them."""
+  reference = human_reference(task)
+  if reference is None:
+    return None
+  random_score, human_score = reference
+  return (np.asarray(mean_return, np.float64) - random_score) / (human_score - random_score)
+
+
+def iqm_interval(task_results: Iterable[Mapping], confidence: float = 0.95, num_samples: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+  """Stratified bootstrap interval of the IQM of normalised scores: each sample resamples every task's
+  episode returns with replacement and takes the IQM of the resulting task scores."""
+  tasks = [r for r in task_results if r.get("returns")]
+  if not tasks:
+    return (float("nan"), float("nan"))
+  rng = np.random.default_rng(seed)
+  samples = np.empty((num_samples, len(tasks)))
+  for j, r in enumerate(tasks):
+    returns = np.asarray(r["returns"], np.float64)
+    means = returns[rng.integers(0, returns.size, (num_samples, returns.size))].mean(axis=1)
+    samples[:, j] = normalized_score(means, r["expert_return"], r["random_return"], r.get("task", "?"))
+  iqms = np.array([interquartile_mean(row) for row in samples])
+  alpha = (1.0 - confidence) / 2.0
+  lo, hi = np.quantile(iqms, [alpha, 1.0 - alpha])
+  return (float(lo), float(hi))
+
+
 @dataclasses.dataclass
 class TaskScore:
   """One task's online result; `to_dict` is what report.json holds per task."""
@@ -86,7 +129,9 @@ class TaskScore:
 
   def to_dict(self) -> dict:
     lo, hi = self.interval()
-    return {
+    human = human_normalized_score(self.mean_return, self.task)
+    extra = {} if human is None else {"human_normalized_score": float(human)}
+    return extra | {
         "normalized_score": self.normalized_score,
         "score_ci_low": lo,
         "score_ci_high": hi,
@@ -104,19 +149,28 @@ class TaskScore:
     }
 
 
-def summarize(task_results: Mapping[str, Mapping], thresholds: Sequence[float] = THRESHOLDS) -> dict:
-  """Per-domain mean / IQM of the task scores and the number of tasks above each threshold."""
-  domains: dict[str, list[float]] = {}
-  for result in task_results.values():
-    domains.setdefault(result["domain"], []).append(result["normalized_score"])
-  scores = [r["normalized_score"] for r in task_results.values()]
-  return {
-      "num_tasks": len(scores),
-      "mean_normalized_score": float(np.mean(scores)) if scores else float("nan"),
-      "iqm_normalized_score": interquartile_mean(scores),
-      "tasks_above": {f"{t:g}": int(sum(s > t for s in scores)) for t in thresholds},
-      "domains": {d: {"tasks": len(s), "mean_normalized_score": float(np.mean(s)),
-                      "iqm_normalized_score": interquartile_mean(s),
-                      "tasks_above": {f"{t:g}": int(sum(x > t for x in s)) for t in thresholds}}
-                  for d, s in sorted(domains.items())},
-  }
+def _aggregate(results: Sequence[Mapping], thresholds: Sequence[float], confidence: float,
+               seed: int) -> dict:
+  s = [r["normalized_score"] for r in results]
+  lo, hi = iqm_interval(results, confidence, seed=seed)
+  out = {"tasks": len(s), "mean_normalized_score": float(np.mean(s)) if s else float("nan"),
+         "iqm_normalized_score": interquartile_mean(s), "iqm_ci_low": lo, "iqm_ci_high": hi,
+         "tasks_above": {f"{t:g}": int(sum(x > t for x in s)) for t in thresholds}}
+  human = [r["human_normalized_score"] for r in results if "human_normalized_score" in r]
+  if human:
+    out["iqm_human_normalized_score"] = interquartile_mean(human)
+  return out
+
+
+def summarize(task_results: Mapping[str, Mapping], thresholds: Sequence[float] = THRESHOLDS,
+              confidence: float = 0.95, seed: int = 0) -> dict:
+  """Per-domain and overall mean / IQM (with its stratified bootstrap interval) of the task scores,
+  and the number of tasks above each threshold."""
+  results = [dict(r, task=name) for name, r in task_results.items()]
+  domains: dict[str, list[Mapping]] = {}
+  for r in results:
+    domains.setdefault(r["domain"], []).append(r)
+  overall = _aggregate(results, thresholds, confidence, seed)
+  summary = {"num_tasks": overall.pop("tasks")} | overall
+  summary["domains"] = {d: _aggregate(rs, thresholds, confidence, seed) for d, rs in sorted(domains.items())}
+  return summary

@@ -1,0 +1,58 @@
+"""MuJoCo / dm_control: the model-derived controllers solve their tasks; pixels render; builds."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from gato_jax.envs import mujoco, registry
+from gato_jax.envs.control import SplitStats, generate_episodes
+
+TASKS = {task.name: task for task, _ in mujoco.TASKS}
+# Expert returns well past what random control gets (measured: data_pipelines/README.md).
+SOLVED = {"mujoco_inverted_pendulum": 1000.0, "mujoco_inverted_double_pendulum": 9300.0,
+          "mujoco_reacher": -8.0, "dmc_cartpole_swingup": 800.0, "dmc_point_mass_easy": 800.0}
+
+
+def _returns(task, n, policy="expert", seed=1):
+  stats = SplitStats()
+  for _ in generate_episodes(task, n, seed, "returns", stats, policy=policy):
+    pass
+  return stats.returns
+
+
+@pytest.mark.parametrize("name", sorted(SOLVED))
+def test_controller_solves_the_task_and_beats_random(name):
+  task = TASKS[name]
+  expert = _returns(task, 2)
+  assert min(expert) >= SOLVED[name], expert
+  assert max(_returns(task, 2, "random")) < min(expert)
+
+
+def test_domains():
+  assert registry.domain_of(TASKS["mujoco_reacher"]) == "mujoco"
+  assert registry.domain_of(TASKS["dmc_cartpole_swingup"]) == "dm_control"
+
+
+def test_dm_control_episodes_are_functions_of_their_seed():
+  task = TASKS["dmc_point_mass_easy"]
+  env = task.make_env(0)
+  first = [task.observation_fn(task.reset(env, s)[0], env)["state"] for s in (7, 8, 7)]
+  assert np.array_equal(first[0], first[2]) and not np.array_equal(first[0], first[1])
+
+
+@pytest.mark.slow  # a spawned renderer process: ~30 s on a loaded 2-core machine
+def test_pixels_are_a_64x64_camera_frame():
+  task = TASKS["dmc_cartpole_swingup_pixels"]
+  short = dataclasses.replace(task, max_steps=5)
+  stats = SplitStats()
+  (_, episode), = generate_episodes(short, 1, 0, "returns", stats)
+  image = episode["steps"]["observation"]["image"]
+  assert image.shape == (5, 64, 64, 3) and image.dtype == np.uint8 and image.std() > 5
+
+
+def test_state_dataset_builds(tmp_path):
+  import data_pipelines as dp
+  report = dp.build("mujoco_reacher", str(tmp_path), episodes=3, validation_episodes=1, seed=0,
+                    return_episodes=3)
+  assert report.metadata["expert_return"] > report.metadata["random_return"] + 20
