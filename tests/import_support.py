@@ -1,4 +1,4 @@
-"""Shared by the importer tests: a tiny data_dir with a built-in task and SentencePiece, and a few
+"""Shared by the importer tests: a data_dir with a built-in task and SentencePiece, and a few
 training steps of the demo's tiny config on a mixture naming imported datasets."""
 
 import os
@@ -11,11 +11,12 @@ from gato_jax.training import loop
 
 
 def base_data_dir(data_dir) -> list:
-  """tiny_pole (a built-in-style control dataset) and the SentencePiece model text needs."""
-  testing.build_control_dataset(data_dir, testing.cartpole_like_spec(), {"train": 6, "validation": 2})
+  """The built-in cartpole dataset (a short build) and the SentencePiece model text needs."""
+  import data_pipelines  # pylint: disable=g-import-not-at-top
+  data_pipelines.build("cartpole", os.fspath(data_dir), episodes=3, validation_episodes=1, return_episodes=2)
   testing.train_tiny_sentencepiece(os.path.join(os.fspath(data_dir), "sentencepiece", "text_512.model"),
                                    [" ".join(testing.WORDS)] * 4, vocab_size=64)
-  return [sources.DatasetRef("tiny_pole", "control")]
+  return [sources.discover_datasets(data_dir)["cartpole"]]
 
 
 def train_a_few_steps(data_dir, workdir, refs, mixture: str, *, steps: int = 2, sequence_length: int = 96,

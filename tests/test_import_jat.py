@@ -65,7 +65,7 @@ def test_every_config_imports_and_trains_mixed_with_a_builtin(jat_source, tmp_pa
   refs += [sources.DatasetRef("jat_pong", "control"), sources.DatasetRef("jat_hopper", "control"),
            sources.DatasetRef("jat_oscar", "text"), sources.DatasetRef("jat_captions", "captions")]
   import_support.train_a_few_steps(
-      data_dir, tmp_path / "work", refs, "jat_pong:1,jat_hopper:1,jat_oscar:1,jat_captions:1,tiny_pole:1",
+      data_dir, tmp_path / "work", refs, "jat_pong:1,jat_hopper:1,jat_oscar:1,jat_captions:1,cartpole:1",
       image_tokens=-1)
 
 

@@ -75,7 +75,7 @@ def test_imported_trains_and_evaluates_in_the_recorded_env(minari_root, tmp_path
   env.close()
 
   config, _ = import_support.train_a_few_steps(data_dir, tmp_path / "work", refs + [ref],
-                                               "minari_cartpole:2,tiny_pole:1", steps=2)
+                                               "minari_cartpole:2,cartpole:1", steps=2)
   config.eval.episodes_per_task = 2
   config.eval.num_envs = 2
   config.eval.max_steps = 8
