@@ -63,3 +63,28 @@ def test_full_frame_dataset_builds(tmp_path, forget_new_datasets):
   report = dp.build(task.name, str(tmp_path), episodes=2, validation_episodes=1, seed=0, return_episodes=2)
   assert (report.num_train, report.num_validation) == (2, 1)
   assert report.metadata["task_spec"]["observation"]["image"]["shape"] == [224, 160, 3]
+
+
+def test_scores_are_human_normalised_with_the_published_table():
+  from gato_jax.evaluation import scores
+  random, human = atari.HUMAN_RANDOM["pong"]
+  assert scores.human_normalized_score(human, "atari_pong_compact") == pytest.approx(1.0)
+  assert scores.human_normalized_score(random, "atari_pong") == pytest.approx(0.0)
+  assert scores.human_normalized_score(0.0, "atari_pongx") is None and scores.human_normalized_score(1.0, "cartpole") is None
+  task = scores.TaskScore("atari_breakout", "atari", [16.75, 16.75], [10, 10], expert_return=31.8,
+                          random_return=1.7)
+  assert task.to_dict()["human_normalized_score"] == pytest.approx(0.5)
+  summary = scores.summarize({"atari_breakout": task.to_dict()})
+  assert summary["domains"]["atari"]["iqm_human_normalized_score"] == pytest.approx(0.5)
+
+
+def test_domain_iqm_interval_covers_the_iqm_and_widens_with_noise():
+  from gato_jax.evaluation import scores
+  rng = np.random.default_rng(0)
+
+  def results(noise):
+    return {f"t{i}": scores.TaskScore(f"t{i}", "d", list(i / 4 + noise * rng.standard_normal(20)), [1] * 20,
+                                      1.0, 0.0).to_dict() for i in range(5)}
+  quiet, noisy = scores.summarize(results(0.01))["domains"]["d"], scores.summarize(results(1.0))["domains"]["d"]
+  assert quiet["iqm_ci_low"] <= quiet["iqm_normalized_score"] <= quiet["iqm_ci_high"]
+  assert noisy["iqm_ci_high"] - noisy["iqm_ci_low"] > 10 * (quiet["iqm_ci_high"] - quiet["iqm_ci_low"])
