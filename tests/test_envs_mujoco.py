@@ -56,3 +56,13 @@ def test_state_dataset_builds(tmp_path):
   report = dp.build("mujoco_reacher", str(tmp_path), episodes=3, validation_episodes=1, seed=0,
                     return_episodes=3)
   assert report.metadata["expert_return"] > report.metadata["random_return"] + 20
+
+
+@pytest.mark.slow  # child processes (replay, then dm_control's renderer)
+def test_gifs_render_for_gymnasium_and_dm_control_bodies(tmp_path):
+  from gato_jax.evaluation import replay
+  requests = [replay.request(TASKS[name], 5, [np.zeros(TASKS[name].spec.action.shape, np.float32)] * 6,
+                             str(tmp_path / f"{name}.gif"), max_frames=4)
+              for name in ("mujoco_reacher", "dmc_cartpole_swingup")]
+  paths = replay.render_gifs(requests, timeout_s=300)
+  assert all(paths.values()), paths

@@ -10,6 +10,7 @@ Every episode is kept; they all run to the time limit (1000 steps; Reacher 50).
 """
 
 import functools
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -22,9 +23,28 @@ from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
 PIXELS = 64
 
 
+class _RenderWithDMControl(gym.Wrapper):
+  """render() through dm_control's EGL renderer (gymnasium's own EGL context fails headless here),
+  on a copy of the env's model set to the env's current state. Only in a TensorFlow-free process
+  (gato-eval renders GIFs in one, evaluation/replay.py): see dmc.py."""
+
+  _physics = None
+
+  def render(self):
+    if self._physics is None:
+      if "tensorflow" in sys.modules:
+        raise RuntimeError("MuJoCo rendering needs a process without TensorFlow (see gato_jax/envs/mujoco/dmc.py)")
+      from dm_control import mujoco as dm_mujoco
+      self._physics = dm_mujoco.Physics.from_xml_path(self.unwrapped.fullpath)
+    data = self.unwrapped.data
+    self._physics.data.qpos[:], self._physics.data.qvel[:] = data.qpos, data.qvel
+    self._physics.forward()
+    return self._physics.render(240, 320, camera_id=-1)
+
+
 def _make_gym(env_id: str, seed: int):
   del seed  # episodes are seeded by reset(seed=...)
-  return gym.make(env_id)
+  return _RenderWithDMControl(gym.make(env_id))
 
 
 def _make_dmc(domain: str, task: str, seed: int):
