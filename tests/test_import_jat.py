@@ -14,7 +14,7 @@ from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
 from gato_jax.episodes import EpisodeError  # pylint: disable=g-import-not-at-top
 import import_support  # pylint: disable=g-import-not-at-top
 
-NAMES = {"atari-pong": "jat_pong", "mujoco-hopper": "jat_hopper", "oscar": "jat_oscar",
+NAMES = {"atari-pong": "jat_pong", "mujoco-hopper": "jat_hopper", "babyai-goto": "jat_babyai", "oscar": "jat_oscar",
          "conceptual-captions": "jat_captions"}
 
 
@@ -32,6 +32,9 @@ def test_inferred_mappings_follow_the_jat_columns(jat_source):
   spec = hopper.task_spec("jat_hopper")
   assert spec.observation["continuous"].shape == (11,)
   assert spec.action.kind == "continuous" and spec.action.low == (-1.0,) * 3 and not hopper.action.clip
+  babyai = jat.infer_mapping(jat.load_split(jat_source, "babyai-goto", "train")).task_spec("jat_babyai")
+  assert babyai.observation["text"].modality == "text" and babyai.action.num_values[0] <= 7
+  assert babyai.observation["discrete"].shape == (20,) and babyai.observation["discrete"].num_values <= 11
   # Ranges come from every row, not only the scanned ones: the action space covers the last row's actions.
   import datasets  # pylint: disable=g-import-not-at-top
   rows = datasets.Dataset.from_dict({"continuous_observations": [[[0.0, 1.0]] * 2, [[2.0, -1.0]] * 3],
@@ -62,10 +65,14 @@ def test_every_config_imports_and_trains_mixed_with_a_builtin(jat_source, tmp_pa
       os.path.join(data_dir, "jat_pong", "1.0.0")).info.metadata
   assert metadata["kind"] == "control" and metadata["domain"] == "jat" and metadata["task_spec"]["name"] == "jat_pong"
   assert metadata["task_spec"]["observation"]["image"]["shape"] == [48, 48, 3]
-  refs += [sources.DatasetRef("jat_pong", "control"), sources.DatasetRef("jat_hopper", "control"),
-           sources.DatasetRef("jat_oscar", "text"), sources.DatasetRef("jat_captions", "captions")]
+  found = sources.discover_datasets(str(data_dir))  # kind, TaskSpec and domain from each one's metadata
+  assert {n: found[n].kind for n in NAMES.values()} == {
+      "jat_pong": "control", "jat_hopper": "control", "jat_babyai": "control", "jat_oscar": "text",
+      "jat_captions": "captions"}
+  assert found["jat_pong"].domain == "jat" and found["jat_pong"].spec.observation["image"].shape == (48, 48, 3)
+  refs += [found[n] for n in NAMES.values()]
   import_support.train_a_few_steps(
-      data_dir, tmp_path / "work", refs, "jat_pong:1,jat_hopper:1,jat_oscar:1,jat_captions:1,cartpole:1",
+      data_dir, tmp_path / "work", refs, "jat_pong:1,jat_hopper:1,jat_babyai:1,jat_oscar:1,jat_captions:1,cartpole:1",
       image_tokens=-1)
 
 

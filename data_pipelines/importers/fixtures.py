@@ -83,7 +83,7 @@ def write_rlds_fixture(root: str, name: str = "oxe_fixture", num_episodes: int =
   return os.fspath(builder.data_dir)
 
 
-JAT_CONFIGS = ("atari-pong", "mujoco-hopper", "oscar", "conceptual-captions")
+JAT_CONFIGS = ("atari-pong", "mujoco-hopper", "babyai-goto", "oscar", "conceptual-captions")
 
 
 def write_jat_fixture(root: str, episodes: int = 4, corrupt: Optional[tuple[int, int]] = None,
@@ -92,6 +92,8 @@ def write_jat_fixture(root: str, episodes: int = 4, corrupt: Optional[tuple[int,
   `test-*.parquet` written by Hugging Face `datasets`, one row per episode (or document / pair):
     atari-pong           image_observations (84x84x4 uint8 frame stacks), discrete_actions, rewards
     mujoco-hopper        continuous_observations (11), continuous_actions (3, in [-1, 1]), rewards
+    babyai-goto          discrete_observations (20 in [0, 11)), text_observations (the mission),
+                         discrete_actions (7), rewards
     oscar                text
     conceptual-captions  images, text
   `corrupt=(episode, step)` puts NaN into that step of a mujoco-hopper training episode."""
@@ -115,6 +117,11 @@ def write_jat_fixture(root: str, episodes: int = 4, corrupt: Optional[tuple[int,
         out.append({"continuous_observations": obs.tolist(),
                     "continuous_actions": rng.uniform(-1, 1, (steps, 3)).astype(np.float32).tolist(),
                     "rewards": rng.uniform(0, 3, steps).astype(np.float32).tolist()})
+      elif config == "babyai-goto":
+        mission = f"go to the {rng.choice(['red', 'blue', 'green'])} {rng.choice(['ball', 'key', 'box'])}"
+        out.append({"discrete_observations": rng.integers(0, 11, (steps, 20)).tolist(),
+                    "text_observations": [mission] * steps, "discrete_actions": rng.integers(0, 7, steps).tolist(),
+                    "rewards": [0.0] * (steps - 1) + [0.9]})
       elif config == "oscar":
         out.append({"text": " ".join(rng.choice(["the", "agent", "reads", "a", "long", "page"], 40))})
       else:
@@ -128,6 +135,8 @@ def write_jat_fixture(root: str, episodes: int = 4, corrupt: Optional[tuple[int,
                      "rewards": seq(value("float32"))},
       "mujoco-hopper": {"continuous_observations": seq(seq(value("float32"))),
                         "continuous_actions": seq(seq(value("float32"))), "rewards": seq(value("float32"))},
+      "babyai-goto": {"discrete_observations": seq(seq(value("int64"))), "text_observations": seq(value("string")),
+                      "discrete_actions": seq(value("int64")), "rewards": seq(value("float32"))},
       "oscar": {"text": value("string")},
       "conceptual-captions": {"images": datasets.Image(), "text": value("string")},
   }
