@@ -55,10 +55,10 @@ def step_leaves(builder, scan_episodes: int = 20) -> list[Leaf]:
   split = "train" if "train" in builder.info.splits else next(iter(builder.info.splits))
   ds = builder.as_dataset(split=split, decoders=skip).take(scan_episodes)
   for example in ds:
-    values = _flatten(example["steps"].batch(sources.MAX_EPISODE_STEPS).get_single_element())
-    for p in numeric:
-      v = values[p].numpy()
-      if v.size:
+    for batch in example["steps"].batch(sources.MAX_EPISODE_STEPS).take(1):  # none for an empty episode
+      values = _flatten(batch)
+      for p in numeric:
+        v = values[p].numpy()
         low[p] = min(low.get(p, np.inf), float(v.min()))
         high[p] = max(high.get(p, -np.inf), float(v.max()))
   leaves = []
