@@ -2,8 +2,8 @@
 
 Layout of `<workdir>/checkpoints/<step>/`:
   state/          the TrainState (params, optimizer state, step, rng), sharded arrays (StandardSave)
-  data_iterator/  process_<i>-of-<n>*: each process's input-iterator state (tf.data via
-                  tf.train.Checkpoint, or the synthetic iterator's JSON), written by that process
+  data_iterator/  process_<i>-of-<n>*: each process's input-iterator state, written by that
+                  process (gato_jax/iterator_checkpoint.py)
   config/         the resolved config as JSON
 
 Committed: a step is committed when Orbax lists it (`committed_steps`: Orbax's standard step names,
@@ -27,15 +27,11 @@ Restoring goes through `StandardRestore` onto an abstract state that carries the
 so a checkpoint written on one mesh restores onto any other (Orbax reshards while reading).
 """
 
-import asyncio
 import contextlib
 import errno
 import itertools
 import json
 import os
-import signal
-import tempfile
-import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -44,6 +40,9 @@ from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from gato_jax.iterator_checkpoint import DataIteratorHandler, DataIteratorRestore, DataIteratorSave
+from gato_jax.iterator_checkpoint import IteratorMismatchError
 
 STATE, DATA_ITERATOR, CONFIG = "state", "data_iterator", "config"
 ON_UNREADABLE = ("fallback", "restart", "fail")
@@ -60,8 +59,7 @@ class CheckpointError(RuntimeError):
   """Checkpoints that cannot be read or written; the message names the steps and what to do."""
 
 
-class IteratorMismatchError(CheckpointError):
-  """The checkpoint's input-iterator state does not fit this run (not corruption: nothing moves)."""
+CHECKPOINT_ERRORS = (CheckpointError, IteratorMismatchError)  # what gato-train reports with exit 4
 
 
 def _chain(error: BaseException):
@@ -116,87 +114,6 @@ def skipped_entries(directory) -> dict[str, str]:
     else:
       out[name] = "not committed (Orbax does not list it)"
   return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# The data iterator as an Orbax item: every process saves and restores its own iterator.
-# ---------------------------------------------------------------------------------------------------
-
-def _process_prefix() -> str:
-  return f"process_{jax.process_index()}-of-{jax.process_count()}"
-
-
-class DataIteratorHandler(ocp.AsyncCheckpointHandler):
-  """Saves an iterator with the `save(filename) / restore(filename)` contract of clu's
-  `TfDatasetIterator`, one file set per process.
-
-  The iterator writes to a local temporary directory while the train loop is paused (tf.data
-  iterators must be saved synchronously); the bytes then go to the checkpoint directory (any epath:
-  local, gs://) in Orbax's background commit, after Orbax has created the directory.
-  """
-
-  async def async_save(self, directory: epath.Path, args: "DataIteratorSave"):
-    files = {}
-    with tempfile.TemporaryDirectory() as tmp:
-      args.iterator.save(os.path.join(tmp, "state"))
-      for name in sorted(os.listdir(tmp)):
-        with open(os.path.join(tmp, name), "rb") as f:
-          files[name[len("state"):]] = f.read()
-    if not files:
-      raise RuntimeError(f"data iterator {type(args.iterator).__name__}.save() wrote no file")
-    prefix = _process_prefix()
-
-    async def write():
-      for suffix, data in files.items():
-        (directory / (prefix + suffix)).write_bytes(data)
-
-    return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name="data_iterator_save")]
-
-  def save(self, directory: epath.Path, args: "DataIteratorSave"):
-    for f in asyncio.run(self.async_save(directory, args)):
-      f.result()
-
-  def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
-    prefix = _process_prefix()
-    present = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
-    found = [name for name in present if name.startswith(prefix)]
-    if not found:
-      others = sorted({name.split("-of-")[1].split(".")[0].split("_")[0] for name in present
-                       if name.startswith("process_") and "-of-" in name})
-      if others:
-        raise IteratorMismatchError(
-            f"{directory}: the input iterators were saved by {' or '.join(others)} process(es), this run "
-            f"has {jax.process_count()}; set --config.checkpoint.restore_data_iterator=False to resume "
-            "the state and restart the input streams from the seed")
-      raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory "
-                              f"{'holds only ' + str(present) if present else 'is empty or missing'}")
-    with tempfile.TemporaryDirectory() as tmp:
-      for name in found:
-        with open(os.path.join(tmp, "state" + name[len(prefix):]), "wb") as f:
-          f.write((directory / name).read_bytes())
-      args.iterator.restore(os.path.join(tmp, "state"))
-    return args.iterator
-
-  def metadata(self, directory: epath.Path):
-    return None
-
-  def finalize(self, directory: epath.Path):
-    pass
-
-  def close(self):
-    pass
-
-
-@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
-class DataIteratorSave(ocp.args.CheckpointArgs):
-  def __init__(self, iterator):
-    self.iterator = iterator
-
-
-@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
-class DataIteratorRestore(ocp.args.CheckpointArgs):
-  def __init__(self, iterator):
-    self.iterator = iterator
 
 
 def _absolute(path) -> epath.Path:
@@ -458,41 +375,6 @@ def load_params(path, abstract_params):
     return restored["params"]
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore(path, abstract_params)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Preemption: save before the scheduler's SIGTERM becomes a SIGKILL.
-# ---------------------------------------------------------------------------------------------------
-
-class PreemptionWatcher:
-  """Tells the loop when to save and exit because the job is being preempted.
-
-  Multi-process jobs use Orbax's `reached_preemption` (jax's preemption sync manager catches SIGTERM
-  and makes every process agree on the step, so they save the same checkpoint). That service runs
-  only under jax.distributed, so a single process keeps its own SIGTERM flag, checked between steps.
-  """
-
-  def __init__(self, manager: TrainCheckpointManager):
-    self._manager = manager
-    self._flag = threading.Event()
-    self._previous = None
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-
-  def _on_signal(self, signum, frame):
-    del frame
-    logging.warning("Received signal %d: saving a checkpoint after the current step, then exiting.",
-                    signum)
-    self._flag.set()
-
-  def close(self) -> None:
-    """Puts back the SIGTERM handler that was there before."""
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
-
-  def reached(self, step: int) -> bool:
-    return self._flag.is_set() or self._manager.reached_preemption(step)
 
 
 def config_to_json(config) -> dict[str, Any]:

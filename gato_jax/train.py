@@ -63,8 +63,10 @@ def main(argv) -> None:
     _stop(e, EXIT_CONFIG)
   except loop.NonFiniteError as e:
     _stop(e, EXIT_NONFINITE)
-  except (checkpointing.CheckpointError, loop.DataLossError) as e:
-    _stop(e, EXIT_CHECKPOINT if isinstance(e, checkpointing.CheckpointError) else EXIT_CONFIG)
+  except checkpointing.CHECKPOINT_ERRORS as e:
+    _stop(e, EXIT_CHECKPOINT)
+  except loop.DataLossError as e:
+    _stop(e, EXIT_CONFIG)
   except loop.PeerLostError as e:
     # Skips the atexit shutdown of jax.distributed: with a peer gone it would wait for that peer's
     # barrier (~77 s) and then abort (status 134).

@@ -9,6 +9,8 @@ is checked after step s + 1 is queued, and metrics are fetched only at log steps
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -170,7 +172,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   # Processes finish compiling at different times; their first collective must not wait for a slow
   # peer (CPU gloo gives up after 30s), so they meet at a coordination-service barrier first.
   checkpointing.barrier("gato_train_compiled", timeout_s=START_BARRIER_TIMEOUT_S)
-  preemption = checkpointing.PreemptionWatcher(ckpt)
+  preemption = PreemptionWatcher(ckpt)
   config_json = checkpointing.config_to_json(config)
   save = lambda s, st, force: ckpt.save(s, st, data_iterator=iterator, config=config_json, force=force)
 
@@ -241,6 +243,37 @@ def _next_batch(iterator, config):
     if type(e).__name__ != "DataLossError":
       raise
     raise failures.describe_data_loss(e, config.data.data_dir) from e
+
+
+class PreemptionWatcher:
+  """Tells the loop when to save and exit because the job is being preempted.
+
+  Multi-process jobs use Orbax's `reached_preemption` (jax's preemption sync manager catches SIGTERM
+  and makes every process agree on the step, so they save the same checkpoint). That service runs
+  only under jax.distributed, so a single process keeps its own SIGTERM flag, checked between steps.
+  """
+
+  def __init__(self, manager: checkpointing.TrainCheckpointManager):
+    self._manager = manager
+    self._flag = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+  def _on_signal(self, signum, frame):
+    del frame
+    logging.warning("Received signal %d: saving a checkpoint after the current step, then exiting.",
+                    signum)
+    self._flag.set()
+
+  def close(self) -> None:
+    """Puts back the SIGTERM handler that was there before."""
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def reached(self, step: int) -> bool:
+    return self._flag.is_set() or self._manager.reached_preemption(step)
 
 
 def compile_train_step(train_step, abstract_state, mesh, config):
