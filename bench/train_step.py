@@ -74,6 +74,8 @@ ABLATIONS = (
     ("remat_policy=full", {"remat_policy": "full"}, False),
     ("remat_policy=dots_saveable", {"remat_policy": "dots_saveable"}, False),
     ("scan_layers=False", {"scan_layers": False}, False),
+    ("fused_projections=True", {"fused_projections": True}, False),
+    ("scan_layers=False + fused_projections=True", {"scan_layers": False, "fused_projections": True}, False),
     ("max_image_tokens=K (gathered)", {}, True),
     ("max_image_tokens=0 (batch without images)", {"max_image_tokens": 0}, False),
 )

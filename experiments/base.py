@@ -42,10 +42,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.position_embedding = "none"  # "none" (the paper: local positions only) or "learned"
   c.model.max_length = 1024  # KV cache / learned positions length
   c.model.norm_type = "layer_norm"  # pre-norm: layer_norm | rms_norm
-  # jax.nn.dot_product_attention implementation: auto | xla | cudnn, or blocked (causal blocks of 256
-  # queries skipping the masked half: what auto picks on CPU for L > 256; see model/transformer.py).
+  # Attention kernel (gato_jax/model/attention.py): auto | xla | cudnn | blocked (causal blocks of 256
+  # queries skipping the masked half: what auto picks on CPU for L > 256) | pallas_tpu (splash) |
+  # flash_tpu | pallas_gpu.
   c.model.attention_impl = "auto"
   c.model.scan_layers = True
+  # One matmul for q, k, v and one for both GEGLU branches (kernels concatenated at run time: same
+  # parameters and checkpoints). Off by default: it changes float rounding, and with tensor > 1 the
+  # concatenated kernel is resharded every step.
+  c.model.fused_projections = False
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
   # Continuous-bin rows of the token table: "normal" (the paper: independent rows) or "smooth" (start
   # neighbouring bins close: gato_jax/model/value_init.py; measured in docs/DECISIONS.md).
@@ -82,6 +87,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = -1
   c.mesh.fsdp = 1
   c.mesh.tensor = 1
+  # Logical-axis rules (gato_jax/partitioning.py): `rules` replaces the default table (empty = default),
+  # `extra_rules` go in front of it, e.g. sequence sharding: (("activation_length", "tensor"),).
+  c.mesh.rules = ()
+  c.mesh.extra_rules = ()
+  # Multi-slice (ICI x DCN): with num_slices > 1, dcn_axis (data or fsdp) spans the slices.
+  c.mesh.num_slices = 1
+  c.mesh.dcn_axis = "data"
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep_last = 3

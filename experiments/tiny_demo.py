@@ -10,11 +10,8 @@ def get_config():
   c.log_every_steps = 20
   # A small text vocabulary: the output layer over the vocabulary dominates the cost at this size.
   c.vocab.text_vocab_size = 512
-  c.vocab.num_continuous_bins = 1024
-  c.vocab.num_discrete_values = 1024
   c.model.num_layers = 2
   c.model.num_heads = 4
-  c.model.head_dim = 32
   c.model.embed_dim = 128
   c.model.mlp_dim = 512
   c.model.dropout_rate = 0.0
@@ -38,10 +35,9 @@ def get_config():
   c.mesh.fsdp = 2
   c.mesh.tensor = 2
   c.checkpoint.keep_last = 2
-  # Sampled actions, as the paper deploys (greedy decoding loops in BabyAI and stalls Meta-World's arm).
-  # A quarter-window prompt: half of L=256 left BabyAI (~60 tokens a step) no room for its own history.
+  # Sampled actions (base.py's eval.greedy=False, as the paper deploys: greedy decoding loops in BabyAI
+  # and stalls Meta-World's arm). A quarter-window prompt: half of L=256 left BabyAI (~60 tokens a
+  # step) no room for its own history.
   c.eval.episodes_per_task = 20
-  c.eval.greedy = False
   c.eval.prompt_tokens = 64
-  c.eval.roll_keep = 0.75
   return c

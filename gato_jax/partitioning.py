@@ -1,19 +1,26 @@
-"""Device mesh, the one logical-axis rules table, and the shardings of params, optimizer state and batch.
+"""Device mesh, the logical-axis rules table, and the shardings of params, optimizer state and batch.
 
 Every sharding decision of gato-jax is made here. The model annotates each parameter and the
-activations that matter with logical axis names (batch, length, embed, heads, kv, mlp, vocab, layers);
-`LOGICAL_AXIS_RULES` maps them onto the three mesh axes:
+activations that matter with logical axis names (gato_jax/model/logical.py); a rules table maps them
+onto the three mesh axes:
 
   data    pure data parallelism: params replicated, batch split
   fsdp    batch split AND params/optimizer state split along `embed` (ZeRO-3 / FSDP style)
   tensor  Megatron-style tensor parallelism: heads, mlp and vocab split
 
-Any axis may be 1. Rules resolve like flax.linen's `logical_to_mesh_axes`: in table order, a logical
-name takes its mesh axes only if none of them is already used by another dimension of the same array.
-That is what lets `batch` and `embed` share `fsdp`: a parameter [vocab, embed] is split
-(tensor, fsdp), while an activation [batch, length, embed] gets batch -> (data, fsdp) first and leaves
-embed replicated. A dimension whose size the mesh axes do not divide is replicated instead (logged),
-so small tables (e.g. 3 input channels of the patch encoder) never block a mesh shape.
+Any axis may be 1. Parameters and activations use different names (`embed` vs `activation_embed`,
+as in MaxText), so each gets its mesh axes from its own rule and never from the order of the table:
+a parameter [vocab, embed] is split (tensor, fsdp), an activation [activation_batch, activation_length,
+activation_embed] is split ((data, fsdp), None, None). Rules still resolve like flax.linen's
+`logical_to_mesh_axes` (in table order, a name takes its mesh axes only if no other dimension of the
+array uses them). A dimension the mesh axes do not divide is replicated instead (logged), so small
+tables (e.g. 3 input channels of the patch encoder) never block a mesh shape.
+
+From config (no code edits): `config.mesh.rules` replaces the default table, `config.mesh.extra_rules`
+goes in front of it (a name's first rule wins), e.g. sequence sharding of the activations:
+  c.mesh.extra_rules = (("activation_length", "tensor"),)
+Multi-slice (TPU pods over DCN): `config.mesh.num_slices` > 1 lays `config.mesh.dcn_axis` (data or
+fsdp) across slices and the rest within each slice (`mesh_utils.create_hybrid_device_mesh`).
 """
 
 import contextlib
@@ -25,21 +32,22 @@ from absl import logging
 import flax.core.spmd
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # mesh axes the batch is split over
+# config.mesh keys besides the axis sizes.
+MESH_OPTIONS = ("rules", "extra_rules", "num_slices", "dcn_axis")
 
-# Order matters (first match wins a mesh axis, see the module docstring).
-LOGICAL_AXIS_RULES = (
-    ("batch", BATCH_AXES),
+# Where parameters live.
+PARAM_RULES = (
     ("vocab", "tensor"),
     ("heads", "tensor"),
     ("mlp", "tensor"),
     ("embed", "fsdp"),
     ("kv", None),
-    ("length", None),
     ("layers", None),
     # The patch encoder's channels and features, and the position tables' rows: small, replicated.
     ("conv_in", None),
@@ -47,7 +55,17 @@ LOGICAL_AXIS_RULES = (
     ("patch_features", None),
     ("positions", None),
 )
-
+# Where activations (and the KV cache) live: the batch over data x fsdp, heads / mlp / vocab over tensor.
+ACTIVATION_RULES = (
+    ("activation_batch", BATCH_AXES),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
+)
+LOGICAL_AXIS_RULES = ACTIVATION_RULES + PARAM_RULES
 
 class MeshConfigError(ValueError):
   """A mesh shape or batch size that does not fit the devices."""
@@ -72,9 +90,10 @@ def _fitting_shapes(num_devices: int, limit: int = 6) -> str:
 
 def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, int, int]:
   """(data, fsdp, tensor) from config, -1 filled; refuses shapes that do not use exactly the devices."""
-  unknown = sorted(set(dict(mesh_config)) - set(MESH_AXES))
+  unknown = sorted(set(dict(mesh_config)) - set(MESH_AXES) - set(MESH_OPTIONS))
   if unknown:
-    raise MeshConfigError(f"config.mesh has unknown axes {unknown}; the mesh axes are {MESH_AXES}")
+    raise MeshConfigError(f"config.mesh has unknown keys {unknown}; the mesh axes are {MESH_AXES}, the "
+                          f"options {MESH_OPTIONS}")
   sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
   described = " x ".join(f"{a}={s}" for a, s in zip(MESH_AXES, sizes))
   if any(s == 0 or s < -1 for s in sizes):
@@ -96,11 +115,93 @@ def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tupl
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
-  """The (data, fsdp, tensor) mesh over every process's devices, all axes Auto (rule-driven)."""
+def make_mesh(mesh_config: Mapping[str, Any], devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
+  """The (data, fsdp, tensor) mesh over every process's devices, all axes Auto (rule-driven).
+
+  Also registers the config's rules table for this mesh (`rules_for`), so every sharding helper below
+  given this mesh uses it. A mesh over the same devices and shape from another config replaces it.
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+  num_slices = int(dict(mesh_config).get("num_slices", 1) or 1)
+  auto = (AxisType.Auto,) * len(MESH_AXES)
+  if num_slices > 1:
+    ici, dcn = hybrid_shapes(shape, num_slices, dict(mesh_config).get("dcn_axis", "data"))
+    mesh = jax.sharding.Mesh(hybrid_device_array(ici, dcn, devices), MESH_AXES, axis_types=auto)
+  else:
+    mesh = jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+  _MESH_RULES[mesh] = rules_from_config(mesh_config)
+  return mesh
+
+
+def hybrid_shapes(shape: Sequence[int], num_slices: int, dcn_axis: str) -> tuple[tuple, tuple]:
+  """(per-slice ICI shape, across-slice DCN shape) of a (data, fsdp, tensor) mesh: `dcn_axis` spans
+  the slices, since only its collectives (gradient all-reduce for data, once-per-layer all-gathers for
+  fsdp) are cheap enough for the data-centre network; tensor parallelism never leaves a slice."""
+  if dcn_axis not in BATCH_AXES:
+    raise MeshConfigError(f"config.mesh.dcn_axis={dcn_axis!r}; expected one of {BATCH_AXES} (tensor "
+                          "parallelism stays within a slice)")
+  index = MESH_AXES.index(dcn_axis)
+  if shape[index] % num_slices:
+    raise MeshConfigError(f"config.mesh.{dcn_axis}={shape[index]} must be a multiple of "
+                          f"config.mesh.num_slices={num_slices} (the axis that spans the slices)")
+  ici, dcn = list(shape), [1] * len(shape)
+  ici[index], dcn[index] = shape[index] // num_slices, num_slices
+  return tuple(ici), tuple(dcn)
+
+
+def hybrid_device_array(ici_shape: Sequence[int], dcn_shape: Sequence[int], devices: Sequence[Any]) -> np.ndarray:
+  """Devices laid out [ici * dcn] with each slice a contiguous block of the DCN axis.
+
+  Slices are the devices' `slice_index` (TPU multi-slice), else their processes (GPU hosts over the
+  data-centre network); a single process without slices (CPU tests) is cut into equal slices in
+  device order.
+  """
+  if hasattr(devices[0], "slice_index"):
+    return mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices)
+  if len({d.process_index for d in devices}) > 1:
+    return mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices, process_is_granule=True)
+  per_slice = math.prod(ici_shape)
+  slices = [np.asarray(devices[i:i + per_slice], dtype=object).reshape(ici_shape)
+            for i in range(0, len(devices), per_slice)]
+  blocks = np.empty(tuple(dcn_shape), dtype=object)
+  for i, block in enumerate(slices):
+    blocks.flat[i] = block
+  return np.block(blocks.tolist())
+
+
+_MESH_RULES: dict = {}  # mesh -> the rules table of the config that made it (make_mesh)
+
+
+def rules_from_config(mesh_config: Mapping[str, Any]) -> tuple:
+  """The rules table of `config.mesh`: `rules` (or the default) with `extra_rules` in front."""
+  values = dict(mesh_config)
+  base = check_rules(values.get("rules") or LOGICAL_AXIS_RULES, "config.mesh.rules")
+  return check_rules(values.get("extra_rules") or (), "config.mesh.extra_rules") + base
+
+
+def check_rules(rules, where: str) -> tuple:
+  """Rules as a tuple of (name, None | mesh axis | tuple of mesh axes); one clear line if malformed."""
+  out = []
+  for rule in rules:
+    name, axes = rule if isinstance(rule, (tuple, list)) and len(rule) == 2 else (None, None)
+    axes = tuple(axes) if isinstance(axes, list) else axes
+    names = () if axes is None else (axes,) if isinstance(axes, str) else axes
+    if not isinstance(name, str) or not isinstance(names, tuple) or any(a not in MESH_AXES for a in names):
+      raise MeshConfigError(f"{where}: rule {rule!r} must be (logical name, None | mesh axis | tuple of "
+                            f"mesh axes) with mesh axes from {MESH_AXES}")
+    out.append((name, axes))
+  return tuple(out)
+
+
+def resolve_rules(extra=(), base=LOGICAL_AXIS_RULES) -> tuple:
+  """`extra` rules in front of `base` (the default table): what config.mesh.extra_rules does."""
+  return rules_from_config({"rules": base, "extra_rules": extra})
+
+
+def rules_for(mesh: jax.sharding.Mesh | None) -> tuple:
+  """The rules table registered for `mesh` by make_mesh, else the default table."""
+  return _MESH_RULES.get(mesh, LOGICAL_AXIS_RULES) if mesh is not None else LOGICAL_AXIS_RULES
 
 
 def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
@@ -128,10 +229,12 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, grad_accum_steps:
 
 def logical_to_mesh_spec(logical_axes: Sequence[str | None] | None, shape: Sequence[int] | None = None,
                          mesh: jax.sharding.Mesh | None = None,
-                         rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES) -> P:
-  """The mesh PartitionSpec of one array from its logical axis names (see the module docstring)."""
+                         rules: Sequence[tuple[str, Any]] | None = None) -> P:
+  """The mesh PartitionSpec of one array from its logical axis names (see the module docstring);
+  `rules` default to the mesh's (rules_for)."""
   if logical_axes is None:
     return P()
+  rules = rules_for(mesh) if rules is None else rules
   spec = list(nn.logical_to_mesh_axes(tuple(logical_axes), rules))
   if shape is not None and mesh is not None:
     for i, (axes, size) in enumerate(zip(spec, shape)):
@@ -167,10 +270,10 @@ def logical_axes(state) -> Any:
   return nnx.to_pure_dict(names)
 
 
-def tree_shardings(abstract_tree, axes_tree, mesh: jax.sharding.Mesh) -> Any:
+def tree_shardings(abstract_tree, axes_tree, mesh: jax.sharding.Mesh, rules=None) -> Any:
   """NamedShardings for a tree of arrays/ShapeDtypeStructs from a matching tree of logical axes."""
   def one(x, axes):
-    return NamedSharding(mesh, logical_to_mesh_spec(axes, x.shape, mesh))
+    return NamedSharding(mesh, logical_to_mesh_spec(axes, x.shape, mesh, rules))
   return jax.tree.map(one, abstract_tree, axes_tree, is_leaf=lambda x: x is None or isinstance(x, tuple))
 
 
@@ -205,9 +308,10 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
 
 
 @contextlib.contextmanager
-def axis_rules(mesh: jax.sharding.Mesh, rules=LOGICAL_AXIS_RULES):
-  """Makes `mesh` current and the rules table active, for model code that constrains activations."""
-  with jax.set_mesh(mesh), flax.core.spmd.logical_axis_rules(rules):
+def axis_rules(mesh: jax.sharding.Mesh, rules=None):
+  """Makes `mesh` current and its rules table (or `rules`) active, for model code that constrains
+  activations."""
+  with jax.set_mesh(mesh), flax.core.spmd.logical_axis_rules(rules_for(mesh) if rules is None else rules):
     yield
 
 

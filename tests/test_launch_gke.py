@@ -81,6 +81,39 @@ def test_multislice_spot_and_extra_env(capsys):
   (container,) = pod["containers"]
   assert "--workdir=gs://my-bucket/gato/exp-7" in container["command"]
   assert {"name": "TPU_STDERR_LOG_LEVEL", "value": "0"} in container["env"]
+  # A hybrid ICI x DCN mesh: data parallel across the 2 slices, the preset's FSDP within each.
+  assert {"--config.mesh.num_slices=2", "--config.mesh.dcn_axis=data", "--config.mesh.data=2",
+          "--config.mesh.fsdp=-1"} <= set(container["command"])
+
+
+def test_multislice_mesh_flags_build_the_hybrid_mesh_the_slices_need():
+  """The launcher's mesh flags, applied to the preset, give a mesh whose data axis spans the slices."""
+  from experiments import gato_364m  # pylint: disable=g-import-not-at-top
+  from gato_jax import partitioning  # pylint: disable=g-import-not-at-top
+  spec = jobset.JobSetSpec(name="g", image="i", accelerator="v5p-128", experiment="experiments/gato_364m.py",
+                           workdir="gs://b/w", run="r", num_slices=2)
+  config = gato_364m.get_config()
+  for flag in jobset.train_command(spec):
+    if flag.startswith("--config.mesh."):
+      key, value = flag[len("--config.mesh."):].split("=")
+      config.mesh[key] = int(value) if value.lstrip("-").isdigit() else value
+  devices = [FakeTpu(i, slice_index=i // 64) for i in range(128)]  # 2 slices x 64 chips
+  shape = partitioning.resolve_mesh_shape(config.mesh, len(devices))
+  assert shape == (2, 64, 1)
+  ici, dcn = partitioning.hybrid_shapes(shape, config.mesh.num_slices, config.mesh.dcn_axis)
+  grid = partitioning.hybrid_device_array(ici, dcn, devices)
+  assert [{d.slice_index for d in row.flat} for row in grid] == [{0}, {1}]
+
+
+class FakeTpu:
+  """A device as mesh_utils sees it: id, slice_index, process_index, platform."""
+
+  def __init__(self, i, slice_index):
+    self.id, self.slice_index, self.process_index = i, slice_index, i // 4
+    self.platform, self.device_kind = "cpu", "fake"
+
+  def __repr__(self):
+    return f"FakeTpu({self.id}, slice {self.slice_index})"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -10,12 +10,15 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gato_jax.model import Gato, KVCache
-from gato_jax.model.testing import model_inputs, tiny_batch, tiny_config
+from testlib.model_testing import model_inputs, tiny_batch, tiny_config
 from gato_jax.tokenizers.layout import VocabLayout
 
 # A sample rules table in the t5x / MaxText style (gato_jax/partitioning.py owns the real one).
 RULES = (
-    ("batch", ("data", "fsdp")),
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_heads", "tensor"),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("mlp", "tensor"),

@@ -37,7 +37,7 @@ def test_mesh_that_does_not_fit_is_refused_with_shapes_that_do(shape, message):
 def test_unknown_mesh_axis_is_refused():
   config = mesh_config()
   config.pipeline = 2
-  with pytest.raises(partitioning.MeshConfigError, match="unknown axes \\['pipeline'\\]"):
+  with pytest.raises(partitioning.MeshConfigError, match="unknown keys \\['pipeline'\\]"):
     partitioning.resolve_mesh_shape(config, 8)
 
 
@@ -60,14 +60,18 @@ def test_batch_not_divisible_by_data_parallel_size_is_refused_with_nearest_sizes
     partitioning.check_batch_size(8, mesh, process_count=3)
 
 
-def test_rules_resolve_like_linen_batch_takes_fsdp_before_embed():
+def test_rules_resolve_params_and_activations_by_their_own_names():
   rules = partitioning.logical_to_mesh_spec
   assert rules(("vocab", "embed")) == P("tensor", "fsdp")
   assert rules(("layers", "embed", "heads", "kv")) == P(None, "fsdp", "tensor", None)
   assert rules(("layers", "mlp", "embed")) == P(None, "tensor", "fsdp")
-  # Activations: batch over (data, fsdp) first, so embed stays whole.
-  assert rules(("batch", "length", "embed")) == P(("data", "fsdp"), None, None)
-  assert rules(("batch", "length", "vocab")) == P(("data", "fsdp"), None, "tensor")
+  # Activations: the batch over (data, fsdp), the width whole, by their own rules in any order.
+  assert rules(("activation_batch", "activation_length", "activation_embed")) == P(("data", "fsdp"), None, None)
+  assert rules(("activation_batch", "activation_length", "activation_vocab")) == P(("data", "fsdp"), None, "tensor")
+  reversed_rules = tuple(reversed(partitioning.LOGICAL_AXIS_RULES))
+  for names in (("activation_batch", "activation_length", "activation_embed"), ("vocab", "embed"),
+                ("layers", "embed", "heads", "kv")):
+    assert rules(names, rules=reversed_rules) == rules(names), names
   assert rules(None) == P()
 
 

@@ -5,26 +5,27 @@ Every parameter is created with `out_sharding=<tuple of logical names>` NNX meta
 outside, by ONE rules table (gato_jax/partitioning.py) mapping these names to mesh axes, applied as the
 `out_shardings` of a jitted init and the in/out shardings of the train step.
 
-Names (a rules table should map each to a mesh axis, a tuple of them, or None for replicated):
-  batch         examples of a batch (activations, KV cache)
-  length        sequence positions (activations, KV cache)
-  embed         the model width (residual stream, every projection's input or output side)
+Parameter names (a rules table should map each to a mesh axis, a tuple of them, or None for replicated):
+  embed         the model width (every projection's input or output side)
   heads         attention heads
   kv            per-head width of queries, keys and values
   mlp           the GEGLU hidden width
-  vocab         rows of the token table / columns of the logits
+  vocab         rows of the token table
   layers        the stacked-layer axis (always present: layers are stored stacked, see transformer.py)
   conv_in       input channels of the patch ResNet's convolutions (small: usually replicated)
   conv_out      output channels of the patch ResNet's convolutions (small: usually replicated)
   patch_features  the flattened ResNet output (H' * W' * channels) feeding the patch projection
   positions     rows of the position tables (observation, patch row / column, global positions)
 Convolution kernels' spatial axes and norm parameters of the ResNet carry None (never sharded).
+
+Activation names (and the KV cache's), kept apart from the parameter names so that the residual
+stream's width and a weight's width get their mesh axes from separate rules, not from rule order:
+  activation_batch, activation_length (sequence positions), activation_embed, activation_heads,
+  activation_kv, activation_mlp, activation_vocab (the logits' columns)
 """
 
 import flax.linen as nn
 
-BATCH = "batch"
-LENGTH = "length"
 EMBED = "embed"
 HEADS = "heads"
 KV = "kv"
@@ -35,15 +36,24 @@ CONV_IN = "conv_in"
 CONV_OUT = "conv_out"
 PATCH_FEATURES = "patch_features"
 POSITIONS = "positions"
+PARAM_NAMES = (EMBED, HEADS, KV, MLP, VOCAB, LAYERS, CONV_IN, CONV_OUT, PATCH_FEATURES, POSITIONS)
 
-ALL_NAMES = (BATCH, LENGTH, EMBED, HEADS, KV, MLP, VOCAB, LAYERS, CONV_IN, CONV_OUT, PATCH_FEATURES,
-             POSITIONS)
+BATCH = "activation_batch"
+LENGTH = "activation_length"
+ACT_EMBED = "activation_embed"
+ACT_HEADS = "activation_heads"
+ACT_KV = "activation_kv"
+ACT_MLP = "activation_mlp"
+ACT_VOCAB = "activation_vocab"
+ACTIVATION_NAMES = (BATCH, LENGTH, ACT_EMBED, ACT_HEADS, ACT_KV, ACT_MLP, ACT_VOCAB)
+
+ALL_NAMES = PARAM_NAMES + ACTIVATION_NAMES
 
 # Activation layouts used by the constraints below (and by the KV cache's specs).
-ACTIVATION = (BATCH, LENGTH, EMBED)
-ATTENTION_HEADS = (BATCH, LENGTH, HEADS, KV)
-MLP_HIDDEN = (BATCH, LENGTH, MLP)
-LOGITS = (BATCH, LENGTH, VOCAB)
+ACTIVATION = (BATCH, LENGTH, ACT_EMBED)
+ATTENTION_HEADS = (BATCH, LENGTH, ACT_HEADS, ACT_KV)
+MLP_HIDDEN = (BATCH, LENGTH, ACT_MLP)
+LOGITS = (BATCH, LENGTH, ACT_VOCAB)
 
 
 def axes(*names):

@@ -5,12 +5,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from gato_jax.model import attention
 from gato_jax.model.value_init import CONTINUOUS_INITS
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 NORMS = ("layer_norm", "rms_norm")
 POSITION_EMBEDDINGS = ("none", "learned")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "blocked")
+ATTENTION_IMPLS = attention.IMPLS
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -45,6 +46,7 @@ class ModelOptions:
   scan_layers: bool
   remat_policy: str
   attention_impl: str
+  fused_projections: bool
   dtype: str
   param_dtype: str
   continuous_init: str
@@ -97,10 +99,3 @@ class ModelOptions:
   def remat(self):
     """None: no rematerialisation; else the `jax.checkpoint` policy of each layer."""
     return REMAT_POLICIES[self.remat_policy]
-
-  @property
-  def attention_implementation(self):
-    """`implementation` of jax.nn.dot_product_attention, None for "auto" (JAX picks for the backend;
-    on CPU past 256 positions transformer.blocked_causal_attention, which skips the masked half), or
-    "blocked" (that function on any backend)."""
-    return None if self.attention_impl == "auto" else self.attention_impl

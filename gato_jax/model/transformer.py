@@ -17,9 +17,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from gato_jax.model import attention
 from gato_jax.model import logical as lg
 from gato_jax.model.options import REMAT_POLICIES, ModelOptions
 
@@ -62,35 +62,12 @@ class KVCache:
   def logical_axes(cls) -> "KVCache":
     """A KVCache of logical PartitionSpecs: `flax.linen.logical_to_mesh_sharding(KVCache.logical_axes(),
     mesh, rules)` gives the cache's shardings under the same rules as the activations."""
-    kv = P(lg.LAYERS, lg.BATCH, lg.LENGTH, lg.HEADS, lg.KV)
+    kv = P(lg.LAYERS, lg.BATCH, lg.LENGTH, lg.ACT_HEADS, lg.ACT_KV)
     return cls(key=kv, value=kv, valid=P(lg.BATCH, lg.LENGTH), index=P())
 
 
-ATTENTION_BLOCK = 256  # query rows per block of attention_impl="blocked" (tuned on a 2-core CPU, L=1024)
-
-
-def blocked_causal_attention(q, k, v, block: int | None = None):
-  """Causal attention [B, L, H, D] in blocks of `block` queries, each against only the keys up to its
-  last row: the masked upper triangle is neither computed nor stored (about (n + 1) / 2n of the dense
-  scores for n blocks). Each block is jax.nn.dot_product_attention's XLA kernel with the block's
-  causal mask, so the numerics are the dense kernel's up to summation order (masked keys add exact
-  zeros there). The point is CPU (and other backends without a fused kernel): the scores are
-  memory-bound and exp-bound at head_dim 32, so work skipped is time saved.
-  """
-  length, block = q.shape[1], block or ATTENTION_BLOCK
-  if length <= block:
-    return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
-  outputs = []
-  for start in range(0, length, block):
-    end = min(start + block, length)
-    mask = np.arange(end)[None, :] <= np.arange(start, end)[:, None]  # static [Q, end]
-    outputs.append(jax.nn.dot_product_attention(q[:, start:end], k[:, :end], v[:, :end],
-                                                mask=mask[None, None], implementation="xla"))
-  return jnp.concatenate(outputs, axis=1)
-
-
 class Attention(nnx.Module):
-  """Multi-head causal self-attention through jax.nn.dot_product_attention."""
+  """Multi-head causal self-attention; the kernel is config.model.attention_impl (model/attention.py)."""
 
   def __init__(self, options: ModelOptions, *, rngs: nnx.Rngs):
     o = options
@@ -105,12 +82,17 @@ class Attention(nnx.Module):
     self.value = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
     self.out = einsum("blhd,hde->ble", (h, d, e), kernel_init=out_init,
                       kernel_metadata=lg.axes(lg.HEADS, lg.KV, lg.EMBED))
-    self.implementation = o.attention_implementation
+    self.attention_impl = o.attention_impl
+    self.fused = o.fused_projections
 
-  def use_blocked(self, length: int) -> bool:
-    """attention_impl="blocked", or "auto" on CPU (no fused kernel there) past one block."""
-    auto_cpu = self.implementation is None and jax.default_backend() == "cpu"
-    return self.implementation == "blocked" or (auto_cpu and length > ATTENTION_BLOCK)
+  def project(self, x):
+    """q, k, v [B, S, H, D]: three matmuls, or with fused_projections one against the three kernels
+    concatenated (a wider matmul and one input-gradient matmul in the backward pass; same parameters)."""
+    if not self.fused:
+      return self.query(x), self.key(x), self.value(x)
+    dtype = self.query.dtype
+    kernel = jnp.concatenate([m.kernel[...] for m in (self.query, self.key, self.value)], axis=1)
+    return jnp.split(jnp.einsum("ble,ehd->blhd", x.astype(dtype), kernel.astype(dtype)), 3, axis=2)
 
   def __call__(self, x, cache=None):
     """x [B, S, E] -> ([B, S, E], the chunk's (keys, values) [B, S, H, D] when `cache` is given).
@@ -118,14 +100,9 @@ class Attention(nnx.Module):
     cache: None for a causal pass over the whole sequence, else (keys [B, T, H, D], values,
     mask bool [B, 1, S, T], index): the layer's cache before this chunk, whose slots start at `index`.
     """
-    q = lg.constrain(self.query(x), lg.ATTENTION_HEADS)
-    k = lg.constrain(self.key(x), lg.ATTENTION_HEADS)
-    v = lg.constrain(self.value(x), lg.ATTENTION_HEADS)
-    if cache is None and self.use_blocked(q.shape[1]):
-      y, new_cache = blocked_causal_attention(q, k, v), None
-    elif cache is None:
-      y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=self.implementation)
-      new_cache = None
+    q, k, v = (lg.constrain(y, lg.ATTENTION_HEADS) for y in self.project(x))
+    if cache is None:
+      y, new_cache = attention.causal_attention(q, k, v, self.attention_impl), None
     else:
       keys, values, mask, index = cache
       new_cache = (k.astype(keys.dtype), v.astype(values.dtype))
@@ -149,9 +126,16 @@ class GegluMlp(nnx.Module):
     self.gate = linear(o.embed_dim, o.mlp_dim, kernel_metadata=hidden)
     self.up = linear(o.embed_dim, o.mlp_dim, kernel_metadata=hidden)
     self.down = linear(o.mlp_dim, o.embed_dim, kernel_metadata=lg.axes(lg.MLP, lg.EMBED))
+    self.fused = o.fused_projections
 
   def __call__(self, x):
-    h = jax.nn.gelu(lg.constrain(self.gate(x), lg.MLP_HIDDEN)) * lg.constrain(self.up(x), lg.MLP_HIDDEN)
+    if self.fused:  # one [E, 2 * mlp] matmul for both branches (see Attention.project)
+      dtype = self.gate.dtype
+      kernel = jnp.concatenate([self.gate.kernel[...], self.up.kernel[...]], axis=1).astype(dtype)
+      gate, up = jnp.split(x.astype(dtype) @ kernel, 2, axis=-1)
+    else:
+      gate, up = self.gate(x), self.up(x)
+    h = jax.nn.gelu(lg.constrain(gate, lg.MLP_HIDDEN)) * lg.constrain(up, lg.MLP_HIDDEN)
     return lg.constrain(self.down(h), lg.ACTIVATION)
 
 

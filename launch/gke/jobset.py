@@ -46,8 +46,17 @@ class JobSetSpec:
 
 
 def train_command(spec: JobSetSpec) -> list[str]:
-  """The container's command: the same gato-train and experiment file as on a laptop."""
-  return ["gato-train", f"--config={spec.experiment}", f"--workdir={spec.workdir}", *spec.train_args]
+  """The container's command: the same gato-train and experiment file as on a laptop.
+
+  Multislice: a hybrid ICI x DCN mesh (partitioning.make_mesh) with data parallelism across the
+  slices (one gradient all-reduce per step over DCN) and the preset's fsdp / tensor axes within
+  each; train_args come after, so an explicit --config.mesh.* still wins.
+  """
+  mesh = []
+  if spec.num_slices > 1:
+    mesh = [f"--config.mesh.num_slices={spec.num_slices}", "--config.mesh.dcn_axis=data",
+            f"--config.mesh.data={spec.num_slices}", "--config.mesh.fsdp=-1"]
+  return ["gato-train", f"--config={spec.experiment}", f"--workdir={spec.workdir}", *mesh, *spec.train_args]
 
 
 def _validate(spec: JobSetSpec, tpu: topology.TpuSlice):
