@@ -17,8 +17,8 @@ Training (a pure function of the split state, for jax.jit with explicit sharding
   `train=True` needs `rng` (dropout, patch positions sampled inside their interval); evaluation is
   `model(batch)` (deterministic, patch positions at the interval's rounded mean).
 
-Sharding. Every parameter carries logical axis names (gato_jax/model/logical.py lists them: batch,
-length, embed, heads, kv, mlp, vocab, layers, conv_in, conv_out, patch_features, positions) as the
+Sharding. Every parameter carries logical axis names (gato_jax/model/logical.py lists them: embed,
+heads, kv, mlp, vocab, layers, conv_in, conv_out, patch_features, positions) as the
 NNX `out_sharding` metadata, with eager sharding off: building the model never needs a mesh.
 
   * Parameters' logical PartitionSpecs: `nnx.get_partition_spec(abstract_state)` called with NO rules
@@ -32,11 +32,13 @@ NNX `out_sharding` metadata, with eager sharding off: building the model never n
   * Sharded init: `jax.jit(lambda: nnx.state(Gato(...)), out_shardings=shardings)()` creates the
     parameters already sharded (tests/test_model_sharding.py does exactly this on 8 CPU devices).
   * Activations: the modules call `logical.constrain(x, names)` (flax.linen.with_logical_constraint)
-    on the residual stream (batch, length, embed), q/k/v (batch, length, heads, kv), the GEGLU
-    hidden (batch, length, mlp) and the logits (batch, length, vocab). They take effect when the
+    with activation names kept apart from the parameters' (activation_batch, activation_length,
+    activation_embed / _heads / _kv / _mlp / _vocab) on the residual stream, q/k/v, the GEGLU
+    hidden and the logits. They take effect when the
     step is traced inside `with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):` (a mesh
     whose axes are AxisType.Auto) and are no-ops otherwise.
-  * The KV cache's names: `KVCache.logical_axes()` (layers, batch, length, heads, kv).
+  * The KV cache's names: `KVCache.logical_axes()` (layers, activation_batch, activation_length,
+    activation_heads, activation_kv).
 
 Acting with the KV cache (evaluation mode, one position = one token's features, patches included):
 
