@@ -14,7 +14,7 @@ ALLOWED = {
     "gato_jax": {"gato_jax"},
     "data_pipelines": {"data_pipelines", "gato_jax"},
     "experiments": {"experiments"},
-    "launch": {"launch", "gato_jax", "experiments"},
+    "launch": {"launch", "gato_jax", "data_pipelines", "experiments"},
     "bench": {"bench", "gato_jax", "data_pipelines", "experiments"},
 }
 
