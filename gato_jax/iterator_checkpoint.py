@@ -17,6 +17,9 @@ class IteratorMismatchError(ValueError):
   """The checkpoint's input-iterator state does not fit this run (not corruption: nothing moves)."""
 
 
+_ORBAX_FILES = ("commit_success.txt",)  # Orbax's own bookkeeping in every item directory
+
+
 def _process_prefix() -> str:
   return f"process_{jax.process_index()}-of-{jax.process_count()}"
 
@@ -53,7 +56,8 @@ class DataIteratorHandler(ocp.AsyncCheckpointHandler):
 
   def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
     prefix = _process_prefix()
-    present = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    present = sorted(p.name for p in directory.iterdir() if p.name not in _ORBAX_FILES
+                     and not p.name.startswith("_")) if directory.exists() else []
     found = [name for name in present if name.startswith(prefix)]
     if not found:
       others = sorted({name.split("-of-")[1].split(".")[0].split("_")[0] for name in present
@@ -64,7 +68,7 @@ class DataIteratorHandler(ocp.AsyncCheckpointHandler):
             f"has {jax.process_count()}; set --config.checkpoint.restore_data_iterator=False to resume "
             "the state and restart the input streams from the seed")
       raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory "
-                              f"{'holds only ' + str(present) if present else 'is empty or missing'}")
+                              f"{'holds only ' + str(present) if present else 'holds no iterator file (lost or deleted)'}")
     with tempfile.TemporaryDirectory() as tmp:
       for name in found:
         with open(os.path.join(tmp, "state" + name[len(prefix):]), "wb") as f:

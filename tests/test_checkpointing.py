@@ -209,3 +209,16 @@ def test_relative_directory_saves_and_restores(tmp_path, mesh, monkeypatch):
   np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), np.asarray(state["params"]["w"]))
   assert (tmp_path / "run" / "checkpoints" / "3").is_dir()
   ckpt.close()
+
+
+def test_lost_iterator_files_are_named_as_lost_not_as_a_process_count_change(tmp_path, mesh):
+  layout = VocabLayout(text_vocab_size=128, num_continuous_bins=64, num_discrete_values=64)
+  ckpt = checkpointing.TrainCheckpointManager(tmp_path, every_steps=1)
+  ckpt.save(1, small_state(mesh), data_iterator=SyntheticIterator(layout, 8, 16))
+  ckpt.wait_until_finished()
+  os.remove(tmp_path / "1" / "data_iterator" / "process_0-of-1")
+  with pytest.raises(FileNotFoundError, match=r"no data iterator state for process_0-of-1: the directory "
+                                              r"holds no iterator file \(lost or deleted\)") as e:
+    ckpt.restore(1, abstract_of(small_state(mesh)), data_iterator=SyntheticIterator(layout, 8, 16))
+  assert "number of processes" not in str(e.value)
+  ckpt.close()
