@@ -60,15 +60,16 @@ class DataIteratorHandler(ocp.AsyncCheckpointHandler):
                      and not p.name.startswith("_")) if directory.exists() else []
     found = [name for name in present if name.startswith(prefix)]
     if not found:
-      others = sorted({name.split("-of-")[1].split(".")[0].split("_")[0] for name in present
-                       if name.startswith("process_") and "-of-" in name})
+      counts = {name.split("-of-")[1].split(".")[0].split("_")[0] for name in present
+                if name.startswith("process_") and "-of-" in name}
+      others = sorted(counts - {str(jax.process_count())})  # this count's files being there: lost ones
       if others:
         raise IteratorMismatchError(
             f"{directory}: the input iterators were saved by {' or '.join(others)} process(es), this run "
             f"has {jax.process_count()}; set --config.checkpoint.restore_data_iterator=False to resume "
             "the state and restart the input streams from the seed")
-      raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory "
-                              f"{'holds only ' + str(present) if present else 'holds no iterator file (lost or deleted)'}")
+      found_instead = f"holds only {present}" if present else "holds no iterator file (lost or deleted)"
+      raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory {found_instead}")
     with tempfile.TemporaryDirectory() as tmp:
       for name in found:
         with open(os.path.join(tmp, "state" + name[len(prefix):]), "wb") as f:
