@@ -171,7 +171,7 @@ def _train_steps(config, steps=3):
     ({"freeze": "sequence_model"}, ("sequence_model/",)),
     ({"train_only": "sequence_model/layers/mlp, axis:vocab"},
      ("embedding/action_position", "embedding/obs", "embedding/patch", "sequence_model/final_norm",
-      "sequence_model/layers/attention")),
+      "sequence_model/layers/attention", "sequence_model/layers/mlp_norm")),  # a path, not a string prefix
 ])
 def test_frozen_parameters_stay_bitwise_and_get_no_optimizer_state(overrides, frozen_prefixes):
   config = _config(**overrides)

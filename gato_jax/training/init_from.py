@@ -40,11 +40,6 @@ def _path(path: str) -> epath.Path:
   return epath.Path(path) if "://" in path else epath.Path(os.path.abspath(path))
 
 
-def _committed_steps(checkpoints: epath.Path) -> list[int]:
-  return sorted(int(p.name) for p in checkpoints.iterdir()
-                if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists())
-
-
 def resolve(spec: str) -> tuple[epath.Path, str]:
   """(directory, "checkpoint" | "params") that `spec` (PATH[@STEP]) names; InitFromError otherwise."""
   match = _SPEC.match(spec)
@@ -58,7 +53,7 @@ def resolve(spec: str) -> tuple[epath.Path, str]:
       raise InitFromError(f"{where}: {root} is the checkpoint of step {root.name}; drop @{step}")
     return root, "checkpoint"
   checkpoints = root / "checkpoints" if (root / "checkpoints").is_dir() else root
-  steps = _committed_steps(checkpoints) if checkpoints.is_dir() else []
+  steps = checkpointing.committed_steps(checkpoints) if checkpoints.is_dir() else []
   if step is not None:
     if step not in steps:
       raise InitFromError(f"{where}: no committed checkpoint of step {step} in {checkpoints} "
