@@ -101,8 +101,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
   c.checkpoint.restore_data_iterator = True  # False: resume the state but restart input from the seed
   c.checkpoint.export_params = True  # at the end, params alone to <workdir>/params for evaluation
+  # A committed checkpoint that cannot be read: fallback (to the newest readable; refuse when none is),
+  # restart (from step 0 when none is readable) or fail (refuse at once). Transient I/O errors are retried.
+  c.checkpoint.on_unreadable = "fallback"
 
   c.on_nonfinite = "stop"  # stop (report the step and tasks, exit) | skip (drop that update)
+  c.max_consecutive_skips = 10  # on_nonfinite=skip: stop (exit 3) after this many non-finite steps in a row
   c.peak_flops_per_device = 0.0  # for MFU; 0 = known accelerator table, or measured on CPU
 
   # Fine-tuning (gato_jax/training/init_from.py, optimizer.py). init_from: another run's parameters
