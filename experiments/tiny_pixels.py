@@ -1,4 +1,11 @@
-"""The image path on CPU: the tiny Gato on babyai_gotoredball_image (64x64 RGB agent view, 16 patches)."""
+"""The image path on CPU: the tiny Gato on babyai_gotoredball_image (64x64 RGB agent view, 16 patches).
+
+The mission is the same in every episode ("go to the red ball") and the direction says nothing about
+where the ball is, so what the policy knows of the ball's place comes through the patch ResNet.
+Measured (2-core shared CPU, 1000 + 100 episodes built with seed 0, 50 evaluation episodes each):
+step 400 (14.6 CPU-minutes of training): 0.52 of expert [0.40, 0.64], 70% of episodes reach the ball;
+step 600 (21.5 CPU-minutes): 0.71 [0.60, 0.82], 86% (`gato-eval --step N`).
+"""
 
 from experiments import tiny_demo
 
