@@ -37,7 +37,7 @@ def get_config():
   c.fewshot.episodes = "1,10,100"  # expert episodes of the held-out task per fine-tuning run
   c.fewshot.pretrain_episodes = 100  # per pretraining task
   c.fewshot.validation_episodes = 20  # of every dataset (prompts and offline checks)
-  c.fewshot.finetune_steps = 80  # the same for fine-tuning and from scratch
+  c.fewshot.finetune_steps = 150  # the same for fine-tuning and from scratch
   c.fewshot.peak_learning_rate = 1e-3  # the same for fine-tuning and from scratch
-  c.fewshot.warmup_steps = 10
+  c.fewshot.warmup_steps = 15
   return c
