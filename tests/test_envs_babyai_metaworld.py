@@ -89,3 +89,13 @@ def test_every_babyai_level(name):
 @pytest.mark.parametrize("name", sorted(METAWORLD))
 def test_every_metaworld_task(name):
   _check_expert_beats_random(METAWORLD[name], n=1)
+
+
+def test_an_endless_bot_replan_is_cut_by_a_search_count_not_a_clock():
+  # UnlockToUnlock, train seed 0 of build seed 1: the bot pushes subgoals forever on its 3rd step.
+  from gato_jax.envs.control import episode_seed, run_episode
+  task = BABYAI["babyai_unlocktounlock"]
+  env = task.make_env(0)
+  runs = [run_episode(task, env, task.make_expert, episode_seed(1, "train", 0)) for _ in range(2)]
+  assert runs[0]["episode_return"] == 0 and len(runs[0]["infos"]) < 10  # cut, then rejected by the filter
+  assert np.array_equal(runs[0]["steps"]["action"], runs[1]["steps"]["action"])
