@@ -69,7 +69,8 @@ class DataIteratorHandler(ocp.AsyncCheckpointHandler):
             f"has {jax.process_count()}; set --config.checkpoint.restore_data_iterator=False to resume "
             "the state and restart the input streams from the seed")
       found_instead = f"holds only {present}" if present else "holds no iterator file (lost or deleted)"
-      raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory {found_instead}")
+      raise FileNotFoundError(f"{directory}: no data iterator state for {prefix}: the directory "
+                              f"{found_instead}")
     with tempfile.TemporaryDirectory() as tmp:
       for name in found:
         with open(os.path.join(tmp, "state" + name[len(prefix):]), "wb") as f:

@@ -2,8 +2,8 @@
 
   gato-model-summary --config experiments/gato_79m.py
 
-Prints clu's parameter table, the parameters per module, the totals under the conventions papers use (with / without the token
-table, the patch encoder, the head), the gap to the paper's figure for the paper's three sizes, and
+Prints clu's parameter table, the parameters per module, the totals under the conventions papers use
+(with / without the token table, the patch encoder, the head), the gap to the paper's figure for the paper's three sizes, and
 a last line `total_params=N` (every parameter).
 
 Against the paper (text vocabulary 32000, so 34176 table rows once padded; tied embeddings; each

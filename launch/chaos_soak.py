@@ -48,7 +48,8 @@ def overrides(args, data_dir: str, mesh) -> list[str]:
   kept checkpoint for every few steps."""
   d, f, t = mesh
   return [f"--config.data.data_dir={data_dir}", "--config.data.mixture=cartpole:1",
-          f"--config.num_train_steps={args.steps}", "--config.log_every_steps=1", "--config.checkpoint.keep_last=100000",
+          f"--config.num_train_steps={args.steps}", "--config.log_every_steps=1",
+          "--config.checkpoint.keep_last=100000",
           "--config.data.sequence_length=32", "--config.model.max_length=32", "--config.batch_size=8",
           "--config.vocab.text_vocab_size=128", "--config.vocab.num_continuous_bins=64",
           "--config.vocab.num_discrete_values=64", "--config.model.num_heads=2", "--config.model.head_dim=16",
@@ -65,7 +66,8 @@ def start(args, workdir: str, data_dir: str, mesh, log_path: str, every: int = 0
              PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
              JAX_COMPILATION_CACHE_DIR=os.path.join(args.workdir, "jax_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  cmd = [sys.executable, "-m", "gato_jax.train", f"--config={os.path.join(repo, 'experiments', 'tiny_demo.py')}",
+  config = os.path.join(repo, "experiments", "tiny_demo.py")
+  cmd = [sys.executable, "-m", "gato_jax.train", f"--config={config}",
          f"--workdir={workdir}", *overrides(args, data_dir, mesh),
          f"--config.checkpoint_every_steps={every or args.checkpoint_every}"]
   return subprocess.Popen(cmd, cwd=repo, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
@@ -101,15 +103,19 @@ def read_tree(path: str):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+def _max_diff(x, y) -> float:
+  return float(np.max(np.abs(x.astype(np.float64) - y))) if x.size else 0.0
+
+
 def compare(a, b, exact: bool, what: str) -> str | None:
   """None when the leaves agree (bitwise, or within tolerance), else what differs."""
   if len(a) != len(b):
     return f"{what}: {len(a)} vs {len(b)} leaves"
   for i, (x, y) in enumerate(zip(a, b)):
     if exact and not np.array_equal(x, y):
-      return f"{what}: leaf {i} differs (max |diff| {np.max(np.abs(x.astype(np.float64) - y)):.3g})"
+      return f"{what}: leaf {i} differs (max |diff| {_max_diff(x, y):.3g})"
     if not exact and not np.allclose(x, y, rtol=RTOL, atol=ATOL):
-      return f"{what}: leaf {i} differs beyond tolerance (max |diff| {np.max(np.abs(x.astype(np.float64) - y)):.3g})"
+      return f"{what}: leaf {i} differs beyond tolerance (max |diff| {_max_diff(x, y):.3g})"
   return None
 
 
@@ -171,7 +177,8 @@ def main(argv=None) -> int:
   reference = os.path.join(args.workdir, "reference")
   if not os.path.exists(os.path.join(reference, "params")):
     # A checkpoint at every step: a preempted segment saves wherever SIGTERM found it.
-    proc = start(args, reference, data_dir, REFERENCE_MESH, os.path.join(args.workdir, "reference.log"), every=1)
+    proc = start(args, reference, data_dir, REFERENCE_MESH, os.path.join(args.workdir, "reference.log"),
+                 every=1)
     if proc.wait() != 0:
       print(f"chaos_soak: the reference run failed; see {args.workdir}/reference.log", file=sys.stderr)
       return 1
@@ -190,8 +197,8 @@ def main(argv=None) -> int:
     exact_before = exact
     exact = exact and mesh == REFERENCE_MESH
     if resumed is not None:
-      problem = compare(read_tree(os.path.join(chaos, "checkpoints", str(resumed), "state")),
-                        read_tree(os.path.join(reference, "checkpoints", str(resumed), "state")), exact_before,
+      state = lambda run: read_tree(os.path.join(run, "checkpoints", str(resumed), "state"))
+      problem = compare(state(chaos), state(reference), exact_before,
                         f"segment {index}: the checkpoint of step {resumed}")
       if problem:
         failures.append(problem)
@@ -214,7 +221,8 @@ def main(argv=None) -> int:
     failures.append(problem)
   kills = sum(s.signal_name != "none" for s in segments)
   print(f"chaos_soak: {kills} kills ({sum(s.during_save for s in segments)} aimed at saves), "
-        f"{len(set(s.mesh for s in segments))} meshes, final params {'bitwise' if exact else 'within tolerance'}: "
+        f"{len(set(s.mesh for s in segments))} meshes, final params "
+        f"{'bitwise' if exact else 'within tolerance'}: "
         + ("OK" if not failures else f"{len(failures)} failure(s)"), flush=True)
   for failure in failures:
     print(f"  {failure}", flush=True)

@@ -83,7 +83,8 @@ def check_config(config) -> None:
   if config.optimizer.decay_factor < 1:
     raise ConfigError(f"config.optimizer.decay_factor={config.optimizer.decay_factor} must be >= 1")
   if int(config.get("max_consecutive_skips", DEFAULT_MAX_CONSECUTIVE_SKIPS)) < 0:
-    raise ConfigError(f"config.max_consecutive_skips={config.max_consecutive_skips} must be >= 0 (0: no limit)")
+    raise ConfigError(f"config.max_consecutive_skips={config.max_consecutive_skips} must be >= 0 "
+                      "(0: no limit)")
   on_unreadable = config.checkpoint.get("on_unreadable", "fallback")
   if on_unreadable not in checkpointing.ON_UNREADABLE:
     raise ConfigError(f"config.checkpoint.on_unreadable={on_unreadable!r} must be one of "
