@@ -31,7 +31,7 @@ def test_committed_checkpoints_ignore_unfinished_saves(tmp_path, config):
   testing.write_checkpoint(config, str(tmp_path), 3)
   os.makedirs(tmp_path / "checkpoints" / "5.orbax-checkpoint-tmp-123")
   # Orbax's tmp directory of an unfinished save is not a checkpoint (Orbax's own listing decides, for
-  # gato-train and gato-eval alike: tests/test_reliability_committed.py).
+  # gato-train and gato-eval alike: tests/test_reliability_checkpoints.py).
   assert [c.step for c in evaluator_lib.committed_checkpoints(str(tmp_path))] == [3]
 
 
