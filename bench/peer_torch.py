@@ -62,10 +62,13 @@ def torch_row(mode: str, batch_size: int, length: int):
   import transformers  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count())
   s = parse_shape()
-  peak = {}
-  for size in map(int, _SIZES.value):
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    peak[size] = 2 * size**3 / min(_timed(lambda: torch.mm(a, b)) for _ in range(5))
+  def peak():
+    out = {}
+    for size in map(int, _SIZES.value):
+      a, b = torch.randn(size, size), torch.randn(size, size)
+      out[size] = 2 * size**3 / min(_timed(lambda: torch.mm(a, b)) for _ in range(5))
+    return out
+
   torch.manual_seed(0)
   config = transformers.GPTNeoConfig(
       vocab_size=s["vocab"], max_position_embeddings=length, hidden_size=s["width"],
@@ -89,12 +92,12 @@ def torch_row(mode: str, batch_size: int, length: int):
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss)
+    return float(loss.detach())
 
   total = sum(p.numel() for p in model.parameters())
   lookup = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
   non_embedding = total - lookup - model.lm_head.weight.numel()
-  info = dict(params=total, peak=peak, flops_per_step=peer_flops(non_embedding, s, batch_size, length),
+  info = dict(params=total, peak_fn=peak, flops_per_step=peer_flops(non_embedding, s, batch_size, length),
               framework=f"torch {torch.__version__}", transformers=transformers.__version__,
               attention=model.config._attn_implementation)  # pylint: disable=protected-access
   return step, info
@@ -112,7 +115,6 @@ def jax_row(name: str, batch_size: int, length: int):
   from bench import train_step as ts  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   overrides = ts.parse_overrides(_OVERRIDES.value)
-  peak = ts.matmul_peak("float32", _SIZES.value, 1)
   extra = {"max_image_tokens": 0} if name == "no_images" else {}
   runner = ts.Runner(ts.load_config(_PRESET.value, **overrides, **extra), batch_size=batch_size,
                      length=length, gather_images=name == "images")
@@ -121,7 +123,8 @@ def jax_row(name: str, batch_size: int, length: int):
     runner.step(timed=False)
     return float(runner.metrics["loss"])
 
-  info = dict(params=runner.info["params"], peak=peak, flops_per_step=runner.info["flops_per_step"],
+  info = dict(params=runner.info["params"], peak_fn=lambda: ts.matmul_peak("float32", _SIZES.value, 1),
+              flops_per_step=runner.info["flops_per_step"],
               compile_s=runner.compile_s, framework=f"jax {jax.__version__}",
               image_tokens_per_row=runner.image_tokens, overrides=_OVERRIDES.value)
   return step, info
@@ -138,6 +141,8 @@ def serve(side: str, row: str, batch_size: int, length: int):
   prints the row. The parent alternates the two sides' steps, so load bursts hit both alike."""
   started = time.perf_counter()
   step, info = (torch_row if side == "torch" else jax_row)(row, batch_size, length)
+  peak_fn = info.pop("peak_fn")
+  info["peak_before"] = peak_fn()
   for _ in range(_WARMUP.value):
     step()
   info["build_and_warmup_s"] = time.perf_counter() - started
@@ -148,10 +153,15 @@ def serve(side: str, row: str, batch_size: int, length: int):
       break
     started = time.perf_counter()
     loss = step()
-    times.append(time.perf_counter() - started)
+    times.append(time.perf_counter() - started)  # float(loss) inside step(): the work has finished
     print(f"TIME {times[-1]}", flush=True)
+  if not times:
+    sys.exit(f"bench/peer_torch.py: {side} {row}: no timed step (the other side of the pair failed)")
+  info["peak_after"] = peak_fn()
   step_s = min(times)
-  peak = max(info["peak"].values())
+  # The best matmul throughput seen before or after the steps: load only ever lowers it, and a
+  # denominator measured in a burst of load would flatter the MFU.
+  peak = max(*info["peak_before"].values(), *info["peak_after"].values())
   print(_TAG + json.dumps(dict(
       info, name=f"{side} {row}", batch_size=batch_size, length=length, step_times_s=times, step_s=step_s,
       tokens_per_s=batch_size * length / step_s, flop_per_s=info["flops_per_step"] / step_s,
@@ -159,7 +169,8 @@ def serve(side: str, row: str, batch_size: int, length: int):
 
 
 def _start(side: str, row: str, batch_size: int) -> subprocess.Popen:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+  # One inductor compile thread: its default worker pool costs gigabytes this 2-core box lacks.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", TORCHINDUCTOR_COMPILE_THREADS="1")
   argv = [a for a in sys.argv[1:] if not a.startswith(("--side=", "--batch_size=", "--row="))]
   cmd = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--row={row}",
          f"--batch_size={batch_size}", *argv]

@@ -49,22 +49,23 @@ def test_kernel_equals_xla_values_and_gradients(interpret, impl):
 
 
 def test_kernel_under_a_mesh_runs_per_device_with_the_rules_specs(interpret):
-  """Under a (data, fsdp, tensor) mesh the Pallas kernel runs in shard_map over batch and heads."""
+  """Under a (data, fsdp, tensor) mesh the Pallas kernel runs in shard_map over batch and heads.
+  (The GPU kernel's interpreter: the TPU interpreter's cross-device simulation hangs on fake CPU
+  devices; the shard_map wrapping is the same for every Pallas kernel.)"""
   q, k, v, _ = qkv(batch=4)
   mesh = partitioning.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
-  with partitioning.axis_rules(mesh), interpreted("pallas_tpu"):
-    out = jax.jit(lambda q, k, v: attention.causal_attention(q, k, v, "pallas_tpu"))(q, k, v)
+  with partitioning.axis_rules(mesh):
+    out = jax.jit(lambda q, k, v: attention.causal_attention(q, k, v, "pallas_gpu"))(q, k, v)
   np.testing.assert_allclose(out, attention.causal_attention(q, k, v, "xla"), rtol=1e-5, atol=2e-6)
 
 
 def test_sequence_sharding_is_refused_for_pallas_kernels(interpret):
   q, k, v, _ = qkv(batch=2)
   mesh = partitioning.make_mesh({"data": 1, "fsdp": 2, "tensor": 1}, jax.devices()[:2])
-  rules = partitioning.resolve_rules(extra=(("length", "fsdp"),), base=(("batch", "data"),) + tuple(
-      r for r in partitioning.LOGICAL_AXIS_RULES if r[0] != "batch"))
+  rules = partitioning.resolve_rules(extra=(("activation_batch", "data"), ("activation_length", "fsdp")))
   with pytest.raises(ValueError, match="sequence axis sharded"):
-    with partitioning.axis_rules(mesh, rules), interpreted("pallas_tpu"):
-      jax.jit(lambda q, k, v: attention.causal_attention(q, k, v, "pallas_tpu"))(q, k, v)
+    with partitioning.axis_rules(mesh, rules):
+      jax.jit(lambda q, k, v: attention.causal_attention(q, k, v, "pallas_gpu"))(q, k, v)
 
 
 def test_pallas_kernels_need_a_tile_multiple(interpret):
