@@ -39,3 +39,33 @@ def test_train_step_bench_writes_sane_results(tmp_path):
   assert profile["op_time_s"] > 0 and abs(sum(s for _, s in profile["categories"]) - 1) < 1e-6
   text = (tmp_path / "train_step.md").read_text()
   assert "| tiny_demo | preset |" in text and "MFU" in text and "## Profile" in text
+
+
+def test_peer_bench_without_torch_says_so_and_exits_0(tmp_path):
+  """torch / transformers live in the `bench` extra: without them the peer bench explains, not fails."""
+  code = ("import runpy, sys; sys.modules['torch'] = None; "
+          f"sys.argv = ['peer_torch.py', '--out={tmp_path}']; "
+          "runpy.run_path('bench/peer_torch.py', run_name='__main__')")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert "needs torch and transformers" in out.stdout and "Nothing measured" in out.stdout
+  assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # torch.compile of a tiny GPT-Neo: about a minute on the 2-core machine
+def test_peer_bench_pairs_run_in_lockstep_and_write_the_table(tmp_path):
+  pytest.importorskip("torch")
+  pytest.importorskip("transformers")
+  cmd = [sys.executable, os.path.join(ROOT, "bench", "peer_torch.py"), "--batches=2", "--seq_length=128",
+         "--preset=tiny_demo", "--shape=layers=2,width=128,heads=4,mlp=512,vocab=2048,window=64",
+         "--peak_sizes=256", "--timed_steps=2", f"--out={tmp_path}"]
+  subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=900)
+  with open(tmp_path / "peer_torch.json") as f:
+    rows = {r["name"]: r for r in json.load(f)["rows"]}
+  assert set(rows) == {"jax no_images", "jax images", "torch compile", "torch eager"}, rows
+  for row in rows.values():
+    assert "error" not in row, row
+    assert len(row["step_times_s"]) == 2 and row["tokens_per_s"] > 0 and 0 < row["mfu"]
+  assert rows["jax images"]["image_tokens_per_row"] > 0 and rows["jax no_images"]["image_tokens_per_row"] == 0
+  text = (tmp_path / "peer_torch.md").read_text()
+  assert "| 2 x 128 | jax no_images |" in text and "vs compiled peer" in text
