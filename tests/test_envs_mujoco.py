@@ -41,14 +41,22 @@ def test_dm_control_episodes_are_functions_of_their_seed():
   assert np.array_equal(first[0], first[2]) and not np.array_equal(first[0], first[1])
 
 
-@pytest.mark.slow  # a spawned renderer process: ~30 s on a loaded 2-core machine
-def test_pixels_are_a_64x64_camera_frame():
+@pytest.mark.slow  # a renderer process: ~30 s on a loaded 2-core machine
+def test_pixels_are_a_64x64_camera_frame_also_next_to_tensorflow(tmp_path, forget_new_datasets):
+  import data_pipelines as dp  # loads TensorFlow: dm_control must then render in its child process
+  import tensorflow_datasets as tfds
   task = TASKS["dmc_cartpole_swingup_pixels"]
-  short = dataclasses.replace(task, max_steps=5)
+  name = "dmc_cartpole_swingup_pixels_ci"
+  short = dataclasses.replace(task, name=name, spec=dataclasses.replace(task.spec, name=name), max_steps=5)
   stats = SplitStats()
   (_, episode), = generate_episodes(short, 1, 0, "returns", stats)
   image = episode["steps"]["observation"]["image"]
   assert image.shape == (5, 64, 64, 3) and image.dtype == np.uint8 and image.std() > 5
+  dp.register_control_task(short)
+  dp.build(name, str(tmp_path), episodes=1, validation_episodes=1, seed=0, return_episodes=1)
+  stored = next(iter(tfds.builder(name, data_dir=str(tmp_path)).as_dataset(split="train")))
+  frames = np.stack([s["observation"]["image"].numpy() for s in stored["steps"]])
+  assert frames.shape == (5, 64, 64, 3) and frames.std() > 5
 
 
 def test_state_dataset_builds(tmp_path):

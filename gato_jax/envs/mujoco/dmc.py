@@ -6,12 +6,15 @@ at the suite's time limit (truncated, never terminated: these tasks have no fail
 
 Rendering: in a process that has loaded TensorFlow (a TFDS build does), MuJoCo's EGL rendering
 segfaults, and even importing dm_control with EGL aborts the process at exit. So dm_control is
-imported here with rendering disabled, and `render` hands the physics state to a child process
-(spawned: it inherits no TensorFlow) that owns its own copy of the task and renders that state.
+imported here with rendering disabled, and `render` hands the physics state to a child interpreter
+(`python -m gato_jax.envs.mujoco.dmc DOMAIN TASK`: it imports no TensorFlow) that owns its own copy
+of the task and renders that state.
 """
 
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 
 import numpy as np
 
@@ -30,37 +33,53 @@ def _suite(backend: str):
   return suite
 
 
-def _render_worker(domain: str, task: str, conn) -> None:
-  suite = _suite(os.environ.get("MUJOCO_GL", "egl"))
+def _serve(domain: str, task: str) -> None:
+  """The child: renders pickled (state, height, width, camera) requests from stdin to stdout."""
+  replies = os.fdopen(os.dup(1), "wb")
+  os.dup2(2, 1)  # whatever the libraries print goes to stderr, not into the replies
+  suite = _suite(os.environ.get("MUJOCO_GL") or "egl")
   physics = suite.load(domain, task).physics
   while True:
-    request = conn.recv()
+    try:
+      request = pickle.load(sys.stdin.buffer)
+    except EOFError:
+      return
     if request is None:
       return
     state, height, width, camera_id = request
     with physics.reset_context():
       physics.set_state(state)
-    conn.send(np.ascontiguousarray(physics.render(height, width, camera_id=camera_id)))
+    pickle.dump(np.ascontiguousarray(physics.render(height, width, camera_id=camera_id)), replies)
+    replies.flush()
 
 
 class _ChildRenderer:
-  """Renders physics states of (domain, task) in a spawned child process."""
+  """Renders physics states of (domain, task) in a child `python -m gato_jax.envs.mujoco.dmc` (a fresh
+  interpreter: multiprocessing's spawn would import the parent's __main__, TensorFlow included)."""
 
   def __init__(self, domain: str, task: str):
-    ctx = multiprocessing.get_context("spawn")
-    self._conn, child = ctx.Pipe()
-    self._proc = ctx.Process(target=_render_worker, args=(domain, task, child), daemon=True)
-    self._proc.start()
-    child.close()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+    self._proc = subprocess.Popen([sys.executable, "-m", "gato_jax.envs.mujoco.dmc", domain, task],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
   def render(self, state, height: int, width: int, camera_id: int) -> np.ndarray:
-    self._conn.send((state, height, width, camera_id))
-    return self._conn.recv()
+    try:
+      pickle.dump((state, height, width, camera_id), self._proc.stdin)
+      self._proc.stdin.flush()
+      return pickle.load(self._proc.stdout)
+    except (EOFError, BrokenPipeError) as e:
+      raise RuntimeError(f"the dm_control renderer process exited (code {self._proc.poll()}); its "
+                         "messages are on stderr above") from e
 
   def close(self):
-    if self._proc.is_alive():
-      self._conn.send(None)
-      self._proc.join(timeout=10)
+    if self._proc.poll() is None:
+      try:
+        pickle.dump(None, self._proc.stdin)
+        self._proc.stdin.close()
+        self._proc.wait(timeout=10)
+      except (BrokenPipeError, subprocess.TimeoutExpired):
+        self._proc.kill()
 
 
 class DMCEnv:
@@ -104,3 +123,7 @@ class DMCEnv:
       self._child.close()
       self._child = None
     self.env.close()
+
+
+if __name__ == "__main__":
+  _serve(sys.argv[1], sys.argv[2])
