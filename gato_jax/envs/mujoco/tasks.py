@@ -153,7 +153,7 @@ TASKS = [
                "dm_control cartpole swingup, energy-shaping swing-up + LQR, state observation."), 100),
     (_dmc_task("dmc_cartpole_swingup_pixels", "cartpole", "swingup", 0, 1, cartpole_swingup_expert,
                "dm_control cartpole swingup, same expert, 64x64 RGB camera observation.", pixels=True),
-     20),  # headless rendering costs ~80 ms a frame on CPU
+     20),  # headless rendering costs 20-80 ms a frame on this CPU
     (_dmc_task("dmc_point_mass_easy", "point_mass", "easy", 4, 2, point_mass_expert,
                "dm_control point_mass easy, LQR to the target."), 100),
 ]
