@@ -56,10 +56,11 @@ def main(argv) -> None:
   partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                       heartbeat_timeout_seconds=_HEARTBEAT.value,
                                       initialization_timeout=_INIT_TIMEOUT.value)
-  from gato_jax.training import loop  # pylint: disable=g-import-not-at-top
+  from gato_jax.training import init_from, loop, optimizer  # pylint: disable=g-import-not-at-top
   try:
     result = loop.train(_CONFIG.value, _WORKDIR.value)
-  except (partitioning.MeshConfigError, loop.ConfigError) as e:
+  except (partitioning.MeshConfigError, loop.ConfigError, init_from.InitFromError,
+          optimizer.FreezeError) as e:
     _stop(e, EXIT_CONFIG)
   except loop.NonFiniteError as e:
     _stop(e, EXIT_NONFINITE)

@@ -137,6 +137,19 @@ def test_the_loop_fine_tunes_from_another_run_and_resuming_its_own_checkpoint_wi
 # Freezing.
 # ---------------------------------------------------------------------------------------------------
 
+def test_the_loop_trains_only_the_unfrozen_part(source, tmp_path):
+  """gato-train's path: a frozen embedding stays bitwise the source's, the sequence model moves."""
+  config = _config(freeze="embedding", num_train_steps=3, init_from=str(source))
+  config.data.mixture = "synthetic"
+  result = loop.train(config, str(tmp_path / "frozen"))
+  want = support.read_params(str(source / "checkpoints" / "2"))
+  got = support.params_to_numpy(result.state.params)
+  for a, b in zip(jax.tree.leaves(got["embedding"]), jax.tree.leaves(want["embedding"])):
+    np.testing.assert_array_equal(a, b)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got["sequence_model"]),
+                                                      jax.tree.leaves(want["sequence_model"])))
+
+
 def _paths(tree) -> list[str]:
   return ["/".join(str(getattr(k, "key", k)) for k in p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 

@@ -108,9 +108,12 @@ def state_shardings(abstract_state: TrainState, model_def: ModelDef, mesh, optim
   everything else replicated."""
   params = partitioning.tree_shardings(abstract_state.params, model_def.param_axes, mesh)
   replicated = partitioning.replicated(mesh)
+  # Frozen parameters (config.freeze / train_only) have no optimizer state: optax.MaskedNode stands in
+  # for them and stays as it is.
   opt_state = optax.tree_utils.tree_map_params(
-      optimizer, lambda _, sharding: sharding, abstract_state.opt_state, params,
-      transform_non_params=lambda _: replicated)
+      optimizer, lambda x, sharding: x if isinstance(x, optax.MaskedNode) else sharding,
+      abstract_state.opt_state, params, transform_non_params=lambda _: replicated,
+      is_leaf=lambda x: isinstance(x, optax.MaskedNode))
   return TrainState(step=replicated, params=params,
                     model_state=jax.tree.map(lambda _: replicated, abstract_state.model_state),
                     opt_state=opt_state, rng=replicated)
