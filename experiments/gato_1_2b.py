@@ -1,4 +1,4 @@
-"""Gato's 1.2b preset (GATO_SPEC.md table): the paper's batch, schedule and step count."""
+"""Gato's 1.2b preset (docs/METHOD.md table): the paper's batch, schedule and step count."""
 
 from experiments import base
 

@@ -1,4 +1,4 @@
-"""Gato's 364m preset (GATO_SPEC.md table): the paper's batch, schedule and step count."""
+"""Gato's 364m preset (docs/METHOD.md table): the paper's batch, schedule and step count."""
 
 from experiments import base
 

@@ -1,4 +1,4 @@
-"""Gato's 79m preset (GATO_SPEC.md table): base.py's model, batch, schedule and step count on a TPU pod."""
+"""Gato's 79m preset (docs/METHOD.md table): base.py's model, batch, schedule and step count on a TPU pod."""
 
 from experiments import base
 

@@ -21,6 +21,9 @@ A window of L + 1 tokens gives L inputs and L targets, so every input position h
 
 import numpy as np
 
+# The per-token features the model reads (the embedding function's inputs); the rest are the loss's.
+INPUT_FEATURES = ("tokens", "patches", "kinds", "obs_positions", "patch_rows", "patch_cols")
+
 FEATURE_DTYPES = {
     "tokens": np.int32,
     "patches": np.uint8,

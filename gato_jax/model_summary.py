@@ -34,7 +34,7 @@ from gato_jax.tokenizers.layout import VocabLayout
 
 _CONFIG = cli_flags.CONFIG
 
-# (num_layers, embed_dim) -> the paper's parameter count (GATO_SPEC.md table).
+# (num_layers, embed_dim) -> the paper's parameter count (docs/METHOD.md table).
 PAPER_PARAMS = {(8, 768): ("gato_79m", 79e6), (12, 1536): ("gato_364m", 364e6),
                 (24, 2048): ("gato_1_2b", 1.18e9)}
 

@@ -347,7 +347,12 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 
 
 def _cluster_detectable() -> bool:
-  """Whether jax's own cluster detection (TPU VM / GKE, SLURM, Open MPI, ...) recognises this job."""
+  """Whether jax's own cluster detection (TPU VM / GKE, SLURM, Open MPI, ...) recognises this job.
+
+  The one private import left: jax has no public way to ask this without calling
+  jax.distributed.initialize, which refuses to run once any JAX computation has happened (tests,
+  notebooks) and so cannot serve as the probe.
+  """
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     return True
   try:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.evaluation.agent import sample_restricted, token_features
+from gato_jax.features import INPUT_FEATURES
 from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals, stream
 
 
@@ -48,10 +49,9 @@ def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: 
   """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split}."""
   from gato_jax.training.step import reduce_metrics  # pylint: disable=g-import-not-at-top  # the one reducer
   from gato_jax.data import make_eval_dataset  # pylint: disable=g-import-not-at-top
-  from gato_jax.model import MODEL_FEATURES  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
   step = jax.jit(functools.partial(_metrics_fn, graphdef))
-  needed = set(MODEL_FEATURES) | {"targets", "target_kinds", "loss_mask"}
+  needed = set(INPUT_FEATURES) | {"targets", "target_kinds", "loss_mask"}
   out = {}
   for name in task_names:
     ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)

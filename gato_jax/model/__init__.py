@@ -65,7 +65,7 @@ Dtypes: parameters in `param_dtype` (float32), activations in `dtype` (bfloat16 
 logits and the loss are float32.
 """
 
-from gato_jax.model.embedding import (MODEL_FEATURES, EmbeddingFunction, PatchEncoder, check_features,
+from gato_jax.model.embedding import (EmbeddingFunction, PatchEncoder, check_features,
                                       patch_position_index)
 from gato_jax.model.gato import Gato, loss_and_metrics
 from gato_jax.model.logical import ALL_NAMES as LOGICAL_AXIS_NAMES
@@ -74,7 +74,7 @@ from gato_jax.model.options import ModelOptions
 from gato_jax.model.transformer import DecoderLayer, KVCache, SequenceModel
 
 __all__ = [
-    "MODEL_FEATURES", "EmbeddingFunction", "PatchEncoder", "check_features", "patch_position_index",
+    "EmbeddingFunction", "PatchEncoder", "check_features", "patch_position_index",
     "Gato", "loss_and_metrics", "LOGICAL_AXIS_NAMES", "axes", "constrain", "ModelOptions",
     "DecoderLayer", "KVCache", "SequenceModel",
 ]

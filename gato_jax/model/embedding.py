@@ -29,11 +29,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gato_jax.features import INPUT_FEATURES
 from gato_jax.model import logical as lg
 from gato_jax.model.options import ModelOptions
 from gato_jax.tokenizers.layout import TokenKind
 
-MODEL_FEATURES = ("tokens", "patches", "kinds", "obs_positions", "patch_rows", "patch_cols")
 
 
 def check_features(features, options: ModelOptions, where: str = "model inputs") -> tuple[int, int]:
@@ -42,9 +42,9 @@ def check_features(features, options: ModelOptions, where: str = "model inputs")
   Raises ValueError naming the feature, what it is and what the config expects. Shapes are static,
   so this runs at trace time and costs nothing in the compiled step.
   """
-  missing = [name for name in MODEL_FEATURES if name not in features]
+  missing = [name for name in INPUT_FEATURES if name not in features]
   if missing:
-    raise ValueError(f"{where}: missing features {missing}; the model reads {list(MODEL_FEATURES)} "
+    raise ValueError(f"{where}: missing features {missing}; the model reads {list(INPUT_FEATURES)} "
                      "(gato_jax/features.py)")
   tokens = features["tokens"]
   if tokens.ndim != 2:

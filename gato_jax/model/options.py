@@ -94,8 +94,3 @@ class ModelOptions:
   @property
   def weight_dtype(self):
     return DTYPES[self.param_dtype]
-
-  @property
-  def remat(self):
-    """None: no rematerialisation; else the `jax.checkpoint` policy of each layer."""
-    return REMAT_POLICIES[self.remat_policy]

@@ -5,7 +5,7 @@ Layers are always stored stacked (every parameter has a leading `layers` axis, c
 compiled once: fast compiles at depth) or an unrolled Python loop over slices (XLA may fuse across
 layers). The parameter tree, and so every checkpoint, is the same either way.
 
-Normalisation: GATO_SPEC.md only says "pre-norm"; LayerNorm (with bias) is the default, as in the
+Normalisation: the paper only says "pre-norm"; LayerNorm (with bias) is the default, as in the
 pre-norm decoders of Gato's time (GPT-2, ViT); `norm_type="rms_norm"` switches to RMSNorm (Gopher,
 T5), which is marginally cheaper. Attention has no biases and no attention-probability dropout (the
 fused kernels of jax.nn.dot_product_attention have none); dropout is applied to each residual branch.

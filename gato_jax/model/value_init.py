@@ -1,6 +1,6 @@
 """Ordinal initialisation of the continuous-bin rows of the token table (config.model.continuous_init).
 
-Continuous values become one of `num_continuous_bins` ids after mu-law companding (GATO_SPEC.md), and
+Continuous values become one of `num_continuous_bins` ids after mu-law companding (docs/METHOD.md), and
 the paper gives each bin an independent random embedding. Bins are quantised points of one real line,
 though: with "smooth", the rows start as random Fourier features of the bin's position u in [0, 1]
 (an RBF kernel of length scale `length_scale`, in units of the whole range), mixed with independent

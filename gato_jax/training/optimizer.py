@@ -1,7 +1,8 @@
 """AdamW with Gato's learning-rate schedule, a weight-decay mask, optional gradient clipping and freezing.
 
-Schedule (GATO_SPEC.md, app.): linear warm-up from `init_learning_rate` to `peak_learning_rate` over
-`warmup_steps`, then cosine decay to `peak_learning_rate / decay_factor` at `num_train_steps`.
+Schedule (the paper's appendix, docs/METHOD.md): linear warm-up from `init_learning_rate` to
+`peak_learning_rate` over `warmup_steps`, then cosine decay to `peak_learning_rate / decay_factor` at
+`num_train_steps`.
 
 Weight decay applies to matrices only: a parameter is decayed iff it has at least two dimensions
 besides a scanned `layers` axis. So kernels, conv filters and every embedding / position table are

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from gato_jax.features import random_batch
-from gato_jax.model.embedding import MODEL_FEATURES
+from gato_jax.features import INPUT_FEATURES, random_batch
 from gato_jax.tokenizers.layout import VocabLayout
 
 
@@ -37,4 +36,4 @@ def tiny_batch(config, batch_size: int = 4, length: int = 24, seed: int = 0):
 
 def model_inputs(batch, start: int = 0, stop: int | None = None):
   """The model's input features of a batch, optionally sliced to positions [start, stop)."""
-  return {name: batch[name][:, start:stop] for name in MODEL_FEATURES}
+  return {name: batch[name][:, start:stop] for name in INPUT_FEATURES}
