@@ -220,7 +220,7 @@ def markdown(result: dict) -> str:
   lines = [
       "# gato-jax vs the PyTorch peer (GPT-Neo as JAT trains it), train step on this CPU", "",
       f"Machine: {result['machine']}. `uptime` at the start: {result['uptime_start']}; at the end: "
-      f"{result['uptime_end']}. Sides alternate per batch size, each in its own process. Written by "
+      f"{result['uptime_end']}. Each row in its own process; rows run in pairs whose timed steps alternate. Written by "
       f"`bench/peer_torch.py` ({result['command']}).", "",
       "MFU: the row's FLOP/s over its own framework's best dense float32 [S, S] matmul in the same "
       "process. `vs compiled peer` / `vs eager peer`: tokens/s over that torch row's at the same batch "
