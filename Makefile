@@ -19,7 +19,7 @@ install: $(STAMP)
 
 # Everything, slow (multi-process, end-to-end) tests included: what CI runs.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
