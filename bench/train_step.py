@@ -128,7 +128,7 @@ class Runner:
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape or (-1, 1, 1)
     layout = VocabLayout.from_config(config.vocab)
     m = config.model
-    iterator = SyntheticIterator(layout, batch_size, length, seed=0, patch_size=m.patch_size,
+    iterator = SyntheticIterator(layout, batch_size, length, seed=0,
                                  num_patch_positions=m.num_patch_positions,
                                  max_obs_positions=m.max_obs_positions,
                                  max_image_tokens=-1 if gather_images else m.max_image_tokens)
