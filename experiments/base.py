@@ -31,7 +31,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.tie_embeddings = True
   c.model.max_obs_positions = 512  # local observation position table (app.)
   c.model.num_patch_positions = 128  # row / column patch position tables (app.)
-  c.model.patch_size = 16
   c.model.resnet_groups = 32  # GroupNorm groups in the patch ResNet block (app.)
   c.model.patch_channels = 128  # channels of the patch ResNet (a multiple of resnet_groups)
   c.model.patch_stem_stride = 4  # stem conv kernel = stride: 16x16 pixels -> a 4x4 map per patch

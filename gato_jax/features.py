@@ -21,6 +21,8 @@ A window of L + 1 tokens gives L inputs and L targets, so every input position h
 
 import numpy as np
 
+from gato_jax.episodes import PATCH_SIZE
+
 # The per-token features the model reads (the embedding function's inputs); the rest are the loss's.
 INPUT_FEATURES = ("tokens", "patches", "kinds", "obs_positions", "patch_rows", "patch_cols")
 
@@ -38,7 +40,7 @@ FEATURE_DTYPES = {
 }
 
 
-def feature_shapes(length: int, patch_size: int = 16) -> dict[str, tuple[int, ...]]:
+def feature_shapes(length: int, patch_size: int = PATCH_SIZE) -> dict[str, tuple[int, ...]]:
   """Per-example shapes of every feature for sequence length `length`."""
   return {
       "tokens": (length,),
@@ -54,7 +56,7 @@ def feature_shapes(length: int, patch_size: int = 16) -> dict[str, tuple[int, ..
   }
 
 
-def check_batch(batch, length: int, patch_size: int = 16, where: str = "batch") -> int:
+def check_batch(batch, length: int, patch_size: int = PATCH_SIZE, where: str = "batch") -> int:
   """Checks a batch of features against the contract; returns the batch size.
 
   Raises ValueError naming the feature, its shape and dtype, and the expected ones.
@@ -79,7 +81,7 @@ def check_batch(batch, length: int, patch_size: int = 16, where: str = "batch") 
 
 
 def random_batch(rng: np.random.Generator, batch_size: int, length: int, layout,
-                 patch_size: int = 16, num_patch_positions: int = 128, max_obs_positions: int = 512):
+                 patch_size: int = PATCH_SIZE, num_patch_positions: int = 128, max_obs_positions: int = 512):
   """A batch that obeys the contract, for tests and benchmarks: timesteps of images, discrete and
   continuous observations, a separator and actions, with text documents mixed in."""
   from gato_jax.tokenizers.layout import TokenKind  # local: keeps this module dependency-free

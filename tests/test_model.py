@@ -228,7 +228,7 @@ def test_unrolled_layers_give_the_same_logits_as_scanned_ones(tiny):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda f: f.update(patches=f["patches"][:, :, :8, :8]), r"'patches' has shape .*patch_size=16"),
+    (lambda f: f.update(patches=f["patches"][:, :, :8, :8]), r"'patches' has shape .*16x16-pixel patches"),
     (lambda f: f.update(patches=f["patches"].astype(np.float32)), "expected uint8"),
     (lambda f: f.pop("patch_rows"), r"missing features \['patch_rows'\]"),
     (lambda f: f.update(tokens=f["tokens"][0]), r"'tokens' has shape \(24,\)"),

@@ -63,7 +63,7 @@ def check_features(features, options: ModelOptions, where: str = "model inputs")
   for name, shape in expected.items():
     got = tuple(features[name].shape)
     if got != shape:
-      hint = (f" (config.model.patch_size={p})" if name == "patches" else "")
+      hint = (f" ({p}x{p}-pixel patches: episodes.PATCH_SIZE)" if name == "patches" else "")
       raise ValueError(f"{where}: feature {name!r} has shape {got}, expected {shape}{hint}")
     dtype = jnp.dtype(features[name].dtype)
     if name == "patches" and dtype != jnp.uint8:

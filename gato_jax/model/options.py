@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from gato_jax.episodes import PATCH_SIZE
 from gato_jax.model import attention
 from gato_jax.model.value_init import CONTINUOUS_INITS
 
@@ -19,7 +20,7 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 _POSITIVE_INTS = ("num_layers", "num_heads", "head_dim", "embed_dim", "mlp_dim", "max_obs_positions",
-                  "num_patch_positions", "patch_size", "resnet_groups", "patch_channels",
+                  "num_patch_positions", "resnet_groups", "patch_channels",
                   "patch_stem_stride", "max_length")
 
 
@@ -35,7 +36,6 @@ class ModelOptions:
   tie_embeddings: bool
   max_obs_positions: int
   num_patch_positions: int
-  patch_size: int
   resnet_groups: int
   patch_channels: int
   patch_stem_stride: int
@@ -86,6 +86,12 @@ class ModelOptions:
     if unknown:
       raise ValueError(f"config.model has unknown keys {unknown}; known keys: {names}")
     return cls(**{n: values[n] for n in names})
+
+  @property
+  def patch_size(self) -> int:
+    """Pixels per patch side: the episode schema's (episodes.PATCH_SIZE), not a model choice, since
+    one patch is one token of the data."""
+    return PATCH_SIZE
 
   @property
   def compute_dtype(self):

@@ -54,7 +54,7 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
     iterator = SyntheticIterator(
         layout, config.batch_size, config.data.sequence_length, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        patch_size=config.model.patch_size, num_patch_positions=config.model.num_patch_positions,
+        num_patch_positions=config.model.num_patch_positions,
         max_obs_positions=config.model.max_obs_positions,
         max_image_tokens=config.model.get("max_image_tokens", -1))
     return iterator, list(iterator.task_names)
@@ -187,7 +187,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
     while step < last_step:
       local = _next_batch(iterator, config)
       if first:
-        features.check_batch(local, length, config.model.patch_size, where="data iterator batch")
+        features.check_batch(local, length, where="data iterator batch")
       batch = partitioning.global_batch(local, mesh, config.batch_size)
       state, metrics = compiled(state, batch)
       step += 1
@@ -280,7 +280,7 @@ class PreemptionWatcher:
 def compile_train_step(train_step, abstract_state, mesh, config):
   """The train step compiled ahead of time for the global batch, with explicit shardings (the loop's
   and bench/train_step.py's one way to build it)."""
-  shapes = features.feature_shapes(config.data.sequence_length, config.model.patch_size)
+  shapes = features.feature_shapes(config.data.sequence_length)
   shardings = partitioning.batch_shardings(shapes, mesh)
   abstract_batch = {name: jax.ShapeDtypeStruct((config.batch_size,) + shape, features.FEATURE_DTYPES[name],
                                                sharding=shardings[name]) for name, shape in shapes.items()}

@@ -15,6 +15,7 @@ import json
 import numpy as np
 
 from gato_jax import features
+from gato_jax.episodes import PATCH_SIZE
 from gato_jax.tokenizers.layout import TokenKind
 
 TASK_NAMES = ("synthetic_a", "synthetic_b", "synthetic_c")  # random_batch draws task_index in [0, 3)
@@ -27,7 +28,7 @@ class SyntheticIterator:
   task_names = TASK_NAMES
 
   def __init__(self, layout, global_batch_size: int, length: int, *, seed: int = 0, process_index: int = 0,
-               process_count: int = 1, patch_size: int = 16, num_patch_positions: int = 128,
+               process_count: int = 1, patch_size: int = PATCH_SIZE, num_patch_positions: int = 128,
                max_obs_positions: int = 512, max_image_tokens: int = -1):
     if global_batch_size % process_count:
       raise ValueError(f"batch_size={global_batch_size} is not divisible by {process_count} processes")

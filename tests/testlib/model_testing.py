@@ -29,7 +29,6 @@ def tiny_batch(config, batch_size: int = 4, length: int = 24, seed: int = 0):
   observations, separators and actions, and a text document in every 4th row."""
   layout = VocabLayout.from_config(config.vocab)
   return random_batch(np.random.default_rng(seed), batch_size, length, layout,
-                      patch_size=config.model.patch_size,
                       num_patch_positions=config.model.num_patch_positions,
                       max_obs_positions=config.model.max_obs_positions)
 
