@@ -18,7 +18,6 @@ allocated here are reported as such, not estimated.
 """
 
 import functools
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
 
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec  # pylint: disable=g-import-not-at-top
 from gato_jax.tokenizers import VocabLayout  # pylint: disable=g-import-not-at-top
@@ -186,13 +187,7 @@ def main(argv):
   for preset in _PRESETS.value:
     logging.info("benchmarking %s", preset)
     result["presets"].append(bench_preset(preset))
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "acting.json"), "w") as f:
-    json.dump(result, f, indent=1)
-  text = markdown(result)
-  with open(os.path.join(_OUT.value, "acting.md"), "w") as f:
-    f.write(text)
-  print(text)
+  results_io.write_results(_OUT.value, "acting", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+
 from gato_jax import cli_flags  # pylint: disable=g-import-not-at-top
 
 _CONFIG = cli_flags.CONFIG
@@ -266,12 +268,8 @@ def plot(result: dict, path: str) -> None:
 
 
 def write(result: dict, out: str) -> dict[str, str]:
-  os.makedirs(out, exist_ok=True)
-  files = {ext: os.path.join(out, f"fewshot.{ext}") for ext in ("json", "md", "png")}
-  with open(files["json"], "w") as f:
-    json.dump(result, f, indent=2)
-  with open(files["md"], "w") as f:
-    f.write(markdown(result))
+  files = results_io.write_results(out, "fewshot", result, markdown(result), echo=False)
+  files["png"] = os.path.join(out, "fewshot.png")
   plot(result, files["png"])
   return files
 

@@ -24,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+
 from gato_jax.data import mixtures, pipeline, sources  # noqa: E402
 from gato_jax.tokenizers import TokenKind  # noqa: E402
 
@@ -161,12 +163,9 @@ def main(argv):
         logging.info("measuring %s at L=%d (in-memory cache %s)", mixture, length, in_memory_cache)
         results.append(measure(c, FLAGS.warmup, FLAGS.batches, in_memory_cache))
       logging.info("%s", json.dumps({k: v for k, v in results[-1].items() if k != "per_task"}))
-  os.makedirs(FLAGS.out_dir, exist_ok=True)
-  with open(os.path.join(FLAGS.out_dir, "input_pipeline.json"), "w") as f:
-    json.dump({"machine": machine, "data_dir": data_dir, "built": built, "results": results}, f, indent=2)
-  with open(os.path.join(FLAGS.out_dir, "input_pipeline.md"), "w") as f:
-    f.write(markdown(results, machine))
-  print(markdown(results, machine))
+  results_io.write_results(FLAGS.out_dir, "input_pipeline",
+                           {"machine": machine, "data_dir": data_dir, "built": built, "results": results},
+                           markdown(results, machine))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+
 _SIDE = flags.DEFINE_enum("side", "both", ["both", "torch", "jax"], "both: run each side in a subprocess")
 _BATCHES = flags.DEFINE_list("batches", ["1", "4", "8"], "sequences per step (--side=both)")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "sequences per step (one side)")
@@ -276,13 +278,7 @@ def main(argv):
         print(json.dumps({k: (v[-300:] if k == "error" else v) for k, v in r.items()}), flush=True)
       result["rows"].extend(rows)
   result["uptime_end"] = _uptime()
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "peer_torch.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  text = markdown(result)
-  with open(os.path.join(_OUT.value, "peer_torch.md"), "w") as f:
-    f.write(text)
-  print(text)
+  results_io.write_results(_OUT.value, "peer_torch", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+
 from gato_jax import partitioning  # noqa: E402
 from gato_jax.tokenizers.layout import VocabLayout  # noqa: E402
 from gato_jax.training import flops, loop, optimizer, state as state_lib, step as step_lib  # noqa: E402
@@ -334,13 +336,7 @@ def main(argv):
   result = {"machine": info, "length": _LENGTH.value, "matmul_peaks": peaks, "input_pipeline_tokens_per_s": pipeline,
             "rows": rows, "profiles": profiles, "cpu_overrides": _CPU.value,
             "ablated": _ABLATE.value}
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "train_step.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  text = report.markdown(result)
-  with open(os.path.join(_OUT.value, "train_step.md"), "w") as f:
-    f.write(text)
-  print(text)
+  results_io.write_results(_OUT.value, "train_step", result, report.markdown(result))
 
 
 if __name__ == "__main__":
