@@ -241,3 +241,20 @@ def test_registration_is_idempotent_and_follows_the_config(tiny):
   rates = mixtures.default_mixture_rates(refs)["gato_local"]
   assert rates["text"] == pytest.approx(0.10) and rates["captions"] == pytest.approx(0.05)
   assert sum(r for n, r in rates.items() if n.startswith("tiny")) == pytest.approx(0.85)
+
+
+def test_a_mixture_follows_its_tasks_when_they_are_re_registered(tiny, tmp_path):
+  """seqio.Mixture keeps the Task objects it was made with: a mixture asked for again after its task was
+  re-registered (another data_dir) must read the new task, not the old data."""
+  _, refs, config = tiny
+  tasks.register_all(config, refs)
+  first = mixtures.get_mixture("tiny_pole:1")
+  assert first.tasks[0] is seqio.TaskRegistry.get("tiny_pole")
+  testing.build_control_dataset(tmp_path, testing.cartpole_like_spec(), {"train": 2, "validation": 1})
+  moved = config.copy_and_resolve_references()
+  moved.data.data_dir = str(tmp_path)
+  tasks.register_all(moved)
+  again = mixtures.get_mixture("tiny_pole:1")
+  assert again.tasks[0] is seqio.TaskRegistry.get("tiny_pole") is not first.tasks[0]
+  assert again.tasks[0].source.tfds_dataset.data_dir == str(tmp_path)
+  tasks.register_all(config, refs)  # leave the module's registrations as the other tests expect them

@@ -56,9 +56,7 @@ def test_third_party_caches_leave_the_home_directory_alone(monkeypatch):
 def test_a_truncated_shard_is_named_with_its_record(tmp_path):
   from testlib import data_testing as testing  # pylint: disable=g-import-not-at-top
   from gato_jax.training import loop  # pylint: disable=g-import-not-at-top
-  # One train episode: its record is the one cut, so the first read hits it (with more episodes the
-  # steps could be served before the reader reached the damaged tail, depending on read-ahead timing).
-  testing.build_tiny_data_dir(tmp_path / "data", num_episodes=(1, 2))
+  testing.build_tiny_data_dir(tmp_path / "data", num_episodes=(8, 2))
   shard = sorted(glob.glob(str(tmp_path / "data" / "tiny_pole" / "*" / "*train.tfrecord*")))[0]
   os.truncate(shard, os.path.getsize(shard) - 20)
   config = testing.tiny_config(tmp_path / "data", mixture="tiny_pole:1", sequence_length=64, batch_size=8)

@@ -79,8 +79,12 @@ def register_mixture(name: str, rates: Mapping[str, float]) -> GatoMixture:
   """Registers a mixture of registered tasks with relative rates (idempotent for the same rates)."""
   rates = check_rates(name, rates)
   if name in seqio.MixtureRegistry.names():
-    if _DEFINITIONS.get(name) == rates:
-      return seqio.MixtureRegistry.get(name)
+    existing = seqio.MixtureRegistry.get(name)
+    # A seqio.Mixture holds the Task objects of its construction: after a task is re-registered (another
+    # data_dir, other options) the old mixture would still read the old one.
+    current = all(seqio.TaskRegistry.get(t.name) is t for t in existing.tasks)
+    if _DEFINITIONS.get(name) == rates and current:
+      return existing
     if name not in _DEFINITIONS:
       raise ValueError(f"a seqio Mixture named {name!r} was registered outside gato_jax.data")
     seqio.MixtureRegistry.remove(name)
@@ -146,6 +150,8 @@ def parse_mixture(spec: str) -> dict[str, float]:
 def get_mixture(spec: str) -> seqio.Mixture:
   """A registered mixture by name, a single registered task (as a one-task mixture), or an inline
   'task:rate,...' mixture (registered under that string)."""
+  if spec in _DEFINITIONS:
+    return register_mixture(spec, _DEFINITIONS[spec])  # made again if one of its tasks was re-registered
   if spec in seqio.MixtureRegistry.names():
     mixture = seqio.MixtureRegistry.get(spec)
     if not isinstance(mixture, GatoMixture):  # registered with plain seqio: same tasks and rates
