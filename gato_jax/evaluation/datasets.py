@@ -18,12 +18,6 @@ class EvaluationError(ValueError):
   """A bad evaluation request (unknown task, dataset not built, config / checkpoint mismatch)."""
 
 
-def control_task_names(data_dir: str) -> list[str]:
-  """The control datasets of the data_dir."""
-  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
-  return sorted(n for n, r in sources.discover_datasets(data_dir).items() if r.kind == "control")
-
-
 @dataclasses.dataclass
 class ControlDataset:
   """A built control dataset and its ControlTask, as evaluation uses them."""

@@ -293,10 +293,12 @@ class Evaluator:
 def resolve_tasks(config) -> list[str]:
   """config.eval.tasks (comma-separated), else the control tasks of config.data.mixture; refuses
   names that are not control datasets of config.data.data_dir."""
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+  refs = sources.discover_datasets(config.data.data_dir)  # read once: every dataset's metadata
   names = [t.strip() for t in str(_eval_value(config, "tasks", "")).split(",") if t.strip()]
   if not names:
-    names = mixture_control_tasks(config)
-  known = datasets.control_task_names(config.data.data_dir)
+    names = mixture_control_tasks(config, refs)
+  known = sorted(n for n, r in refs.items() if r.kind == "control")
   unknown = [n for n in names if n not in known]
   if unknown:
     raise EvaluationError(f"unknown task(s) {unknown}: the control datasets in {config.data.data_dir} are "
@@ -307,9 +309,9 @@ def resolve_tasks(config) -> list[str]:
   return names
 
 
-def mixture_control_tasks(config) -> list[str]:
-  from gato_jax.data import mixtures, sources, tasks  # pylint: disable=g-import-not-at-top
-  refs = sources.discover_datasets(config.data.data_dir)
+def mixture_control_tasks(config, refs) -> list[str]:
+  """The control tasks of config.data.mixture that can be rolled out (`refs`: the data_dir's datasets)."""
+  from gato_jax.data import mixtures, tasks  # pylint: disable=g-import-not-at-top
   tasks.register_all(config, refs)
   try:
     names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
