@@ -83,9 +83,9 @@ def require_dataset(name: str, data_dir: str, context: str = "") -> None:
         f"--dataset={name} --data_dir={data_dir}` (or drop it from the mixture)")
 
 
-def read_metadata(name: str, data_dir: str) -> dict:
+def read_metadata(name: str, data_dir: str, version_dir: Optional[str] = None) -> dict:
   """The metadata the dataset's builder recorded (metadata.json beside dataset_info.json)."""
-  version_dir = dataset_version_dir(name, data_dir)
+  version_dir = version_dir or dataset_version_dir(name, data_dir)
   if version_dir is None:
     require_dataset(name, data_dir)
     return {}
@@ -116,9 +116,10 @@ def discover_datasets(data_dir: str) -> dict[str, DatasetRef]:
       from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
       refs[name] = foreign.read_ref(root, name)
       continue
-    if dataset_version_dir(name, root) is None:
+    version_dir = dataset_version_dir(name, root)
+    if version_dir is None:
       continue  # not a dataset (the SentencePiece folder), or a build that never finished
-    metadata = read_metadata(name, root)
+    metadata = read_metadata(name, root, version_dir)
     kind = kind_of(name, metadata)
     if kind is None:
       logging.warning("data_dir %s: %r is a TFDS dataset without a gato kind in its metadata; skipped",
