@@ -72,7 +72,7 @@ def load_control_dataset(name: str, data_dir: str) -> ControlDataset:
     raise EvaluationError(f"task {name!r}: no dataset under {sources.expand_data_dir(data_dir)}/{name}; "
                           f"build it with `gato-data build --dataset={name} --data_dir={data_dir}` "
                           "(evaluation reads its expert / random returns and validation demonstrations)")
-  metadata = sources.read_metadata(name, data_dir)
+  metadata = sources.read_metadata(name, data_dir, version_dir)
   missing = [k for k in ("expert_return", "random_return", "task_spec") if k not in metadata]
   if missing:
     raise EvaluationError(f"task {name!r}: the dataset's metadata under {version_dir} lacks {missing}; "
