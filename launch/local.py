@@ -9,7 +9,9 @@ collectives, and the three distributed flags appended to its command (`--coordin
 child. When one child fails, the others get `--grace_period_s` to exit on their own (gato-train
 exits 75 as soon as a collective with the dead peer fails), then SIGTERM, then SIGKILL after another
 grace period; the launcher exits with the failed child's status, so a dead peer never leaves the job
-hanging.
+hanging. A survivor waiting in a coordination-service barrier (a checkpoint save) learns of the death
+only from the missed heartbeats, so give gato-train a `--heartbeat_timeout_seconds` below the grace
+period when the survivors should always exit on their own.
 """
 
 import argparse
@@ -229,7 +231,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--devices_per_process", type=int, default=4)
   parser.add_argument("--port", type=int, default=0, help="coordinator port; 0 picks a free one")
   parser.add_argument("--grace_period_s", type=float, default=10.0,
-                      help="how long the others get to exit after a failure or a signal")
+                      help="how long the others get to exit after a failure or a signal; keep it above "
+                           "gato-train's --heartbeat_timeout_seconds so a survivor waiting in a "
+                           "checkpoint barrier can notice the death and exit on its own")
   parser.add_argument("--timeout_s", type=float, default=0.0, help="stop the job after this; 0 = never")
   parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                       help="print each process's command and environment, run nothing")

@@ -40,7 +40,10 @@ def test_a_dead_peer_under_the_launcher_ends_the_job_without_sigkill(tmp_path, c
   import os  # pylint: disable=g-import-not-at-top
   cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
          "--grace_period_s=30", "--", sys.executable, "-m", "gato_jax.train",
-         f"--config={support.__file__}", f"--workdir={tmp_path / 'run'}", *STEPS]
+         f"--config={support.__file__}", f"--workdir={tmp_path / 'run'}", *STEPS,
+         # The kill lands while process 0 may be in step 4's checkpoint barrier, which only the
+         # coordination service's heartbeat ends: it must be shorter than the grace period.
+         "--heartbeat_timeout_seconds=10"]
   log = tmp_path / "job.log"
   job = subprocess.Popen(cmd, cwd=support.REPO, env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
                          stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
