@@ -87,6 +87,24 @@ def test_the_loss_ignores_observation_tokens_exactly(tiny):
   assert float(metrics["num_targets"]) == (~observed).sum()
 
 
+def test_loss_and_accuracy_match_optax_cross_entropy_and_argmax():
+  """The shared-max log-sum-exp and the max-based accuracy against the textbook forms."""
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(30 * rng.standard_normal((3, 17, 50)), jnp.float32)
+  targets = rng.integers(0, 50, (3, 17)).astype(np.int32)
+  targets[0, :5] = np.argmax(np.asarray(logits)[0, :5], -1)  # some right, most wrong
+  kinds = np.where(rng.random((3, 17)) < 0.5, TokenKind.ACTION, TokenKind.TEXT).astype(np.int32)
+  batch = {"targets": targets, "target_kinds": kinds, "loss_mask": np.ones((3, 17), np.float32)}
+  loss, m = loss_and_metrics(logits, batch)
+  reference = lambda lg: optax.softmax_cross_entropy_with_integer_labels(lg, targets).mean()
+  np.testing.assert_allclose(float(loss), float(reference(logits)), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(jax.grad(lambda lg: loss_and_metrics(lg, batch)[0])(logits)),
+                             np.asarray(jax.grad(reference)(logits)), rtol=1e-5, atol=1e-8)
+  right = np.argmax(np.asarray(logits), -1) == targets
+  for kind, name in ((TokenKind.ACTION, "action_accuracy"), (TokenKind.TEXT, "text_accuracy")):
+    np.testing.assert_allclose(float(m[name]), right[kinds == kind].mean(), rtol=1e-6)
+
+
 def test_metrics_per_target_kind():
   kinds = np.array([[TokenKind.TEXT, TokenKind.ACTION, TokenKind.IMAGE, TokenKind.ACTION,
                      TokenKind.SEPARATOR]], np.int32)

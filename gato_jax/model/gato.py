@@ -126,7 +126,8 @@ def loss_and_metrics(logits, batch):
   loss_mask says otherwise. The loss is the weighted mean over the batch's positions.
 
   Returns (loss, metrics) with float32 scalars: loss, text_loss, action_loss, text_accuracy,
-  action_accuracy (argmax over the whole vocabulary; 0 where a kind has no targets), num_targets,
+  action_accuracy (the target has the largest logit of the whole vocabulary, ties counted correct;
+  0 where a kind has no targets), num_targets,
   num_text_targets, num_action_targets, and tokens_<kind> for every TokenKind (input positions of
   that kind; from batch["kinds"], or target_kinds when kinds are absent).
   """
@@ -134,10 +135,13 @@ def loss_and_metrics(logits, batch):
   targets, target_kinds = batch["targets"], batch["target_kinds"]
   if logits.shape[:-1] != targets.shape:
     raise ValueError(f"loss_and_metrics: logits {logits.shape} do not match targets {targets.shape}")
-  log_z = jax.nn.logsumexp(logits, axis=-1)
+  # One max over the vocabulary serves both the stable log-sum-exp and the accuracy: an argmax is a
+  # second, variadic (value, index) reduction, 6% of the CPU demo's step (bench/results/PROFILE.md).
+  max_logit = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+  log_z = max_logit + jnp.log(jnp.sum(jnp.exp(logits - max_logit[..., None]), axis=-1))
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   nll = log_z - target_logit
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  correct = (target_logit >= max_logit).astype(jnp.float32)
   is_text = (target_kinds == TokenKind.TEXT).astype(jnp.float32)
   is_action = (target_kinds == TokenKind.ACTION).astype(jnp.float32)
   mask = batch["loss_mask"].astype(jnp.float32)
