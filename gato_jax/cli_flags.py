@@ -147,12 +147,24 @@ def isolate_caches() -> None:
       os.makedirs(os.environ[variable], exist_ok=True)
 
 
+QUIET_LIBRARIES = ("orbax", "clu", "seqio", "tensorflow_datasets", "tensorflow")
+# Warnings said on every run that ask nothing of the user (orbax re-registering its jax.Array handler).
+QUIET_WARNINGS = ("Type handler registry type",)
+
+
+def _keep_record(record) -> bool:
+  libraries = tuple(f"{os.sep}{name}{os.sep}" for name in QUIET_LIBRARIES)
+  if record.levelno < logging.converter.STANDARD_WARNING:
+    return not any(library in record.pathname for library in libraries)
+  return record.levelno >= logging.converter.STANDARD_ERROR or not any(
+      str(record.msg).startswith(text) for text in QUIET_WARNINGS)
+
+
 def quiet_library_logs() -> None:
-  """Orbax logs every save and restore, and clu's ReportProgress every report, at INFO through absl,
-  which drowns the progress lines: keep their warnings and errors only (our own INFO lines stay)."""
+  """Orbax logs every save and restore, clu every report, TFDS and SeqIO every dataset they open, at INFO
+  through absl, which drowns the progress lines: keep their warnings and errors only (our own INFO lines
+  stay)."""
   handler = logging.get_absl_handler()
-  libraries = tuple(f"{os.sep}{name}{os.sep}" for name in ("orbax", "clu"))
   if not getattr(handler, "_gato_quiet", False):
-    handler.addFilter(lambda r: r.levelno >= logging.converter.STANDARD_WARNING
-                      or not any(library in r.pathname for library in libraries))
+    handler.addFilter(_keep_record)
     handler._gato_quiet = True  # pylint: disable=protected-access

@@ -53,6 +53,20 @@ def test_third_party_caches_leave_the_home_directory_alone(monkeypatch):
 
 
 @pytest.mark.slow
+def test_library_info_lines_are_quieted_and_their_errors_kept():
+  import logging  # pylint: disable=g-import-not-at-top
+  def record(path, level, msg="x"):
+    return logging.LogRecord("absl", level, f"/site-packages/{path}", 1, msg, None, None)
+  keep = cli_flags._keep_record  # pylint: disable=protected-access
+  assert not keep(record("tensorflow_datasets/core/reader.py", logging.INFO))
+  assert not keep(record("seqio/dataset_providers.py", logging.INFO))
+  assert not keep(record("orbax/checkpoint/checkpoint_manager.py", logging.INFO))
+  assert keep(record("gato_jax/training/loop.py", logging.INFO))
+  assert keep(record("seqio/dataset_providers.py", logging.WARNING, "a real warning"))
+  assert not keep(record("orbax/type_handler_registry.py", logging.WARNING, "Type handler registry type X"))
+  assert keep(record("orbax/checkpoint/checkpoint_manager.py", logging.ERROR))
+
+
 def test_a_truncated_shard_is_named_with_its_record(tmp_path):
   from testlib import data_testing as testing  # pylint: disable=g-import-not-at-top
   from gato_jax.training import loop  # pylint: disable=g-import-not-at-top
