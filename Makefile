@@ -7,7 +7,7 @@ export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-fast test-slow demo bench clean
+.PHONY: install test test-fast test-slow demo demo-data demo-train demo-eval bench clean
 
 $(STAMP): setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,10 +31,19 @@ test-slow: $(STAMP)
 DEMO_CONFIG := experiments/tiny_demo.py
 DEMO_DIR := demo_output
 DEMO_DATASETS := sentencepiece,cartpole,babyai_gotoredball,metaworld_reach
-demo: $(STAMP)
-	$(BIN)/gato-data build --config $(DEMO_CONFIG) --dataset=$(DEMO_DATASETS) --skip_built
-	$(BIN)/gato-train --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
-	$(BIN)/gato-eval --config $(DEMO_CONFIG) --workdir $(DEMO_DIR)
+DEMO_SEED ?= 0
+demo: demo-data demo-train demo-eval
+
+demo-data: $(STAMP)
+	$(BIN)/gato-data build --config $(DEMO_CONFIG) --dataset=$(DEMO_DATASETS) --skip_built \
+	  --config.data.data_dir=$(DEMO_DIR)/data
+
+demo-train: $(STAMP)
+	$(BIN)/gato-train --config $(DEMO_CONFIG) --workdir $(DEMO_DIR) --config.seed=$(DEMO_SEED) \
+	  --config.data.data_dir=$(DEMO_DIR)/data
+
+demo-eval: $(STAMP)
+	$(BIN)/gato-eval --config $(DEMO_CONFIG) --workdir $(DEMO_DIR) --config.data.data_dir=$(DEMO_DIR)/data
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache
