@@ -163,6 +163,7 @@ def main(argv):
     raise app.UsageError(f"expected one command: `list`, `build`, `inspect SOURCE` or `import`; got {command}")
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()  # the builds log their own progress (episodes/s) through absl
+  cli_flags.quiet_library_logs()  # and TFDS's per-shard INFO lines would drown it
   cli_flags.import_modules(_MODULE_IMPORT.value)
   data_dir = _data_dir()
   if command == ["list"]:
