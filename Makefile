@@ -7,7 +7,7 @@ export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export JAX_PLATFORMS ?= cpu
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test test-fast test-slow demo demo-data demo-train demo-eval bench clean
+.PHONY: install test test-fast test-slow test-studies demo demo-data demo-train demo-eval bench clean
 
 $(STAMP): setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,15 +17,21 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-# Everything, slow (multi-process, end-to-end) tests included: what CI runs.
+# What CI runs: the unit tests on two workers, then the slow (multi-process, end-to-end) tests one at a
+# time (they start processes, join ports and time heartbeats: no neighbour stealing their cores).
+# Whole studies and benchmarks at tiny counts are `make test-studies`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow and not study" tests
+	$(BIN)/python -m pytest -q --durations=25 -m "slow and not study" tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not study" tests
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow tests
+	$(BIN)/python -m pytest -q -m "slow and not study" tests
+
+test-studies: $(STAMP)
+	$(BIN)/python -m pytest -q -m study tests
 
 # The main job end to end on the embedded default: data, training on 8 fake CPU devices, evaluation.
 DEMO_CONFIG := experiments/tiny_demo.py

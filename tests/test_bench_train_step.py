@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow  # ~85 s on the 2-core machine: a subprocess, four compiles, two traced steps
+@pytest.mark.study  # ~85 s on the 2-core machine: a subprocess, four compiles, two traced steps
 def test_train_step_bench_writes_sane_results(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   cmd = [sys.executable, os.path.join(ROOT, "bench", "train_step.py"), "--presets=tiny_demo",
@@ -52,7 +52,7 @@ def test_peer_bench_without_torch_says_so_and_exits_0(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.slow  # torch.compile of a tiny GPT-Neo: about a minute on the 2-core machine
+@pytest.mark.study  # torch.compile of a tiny GPT-Neo: about a minute on the 2-core machine
 def test_peer_bench_pairs_run_in_lockstep_and_write_the_table(tmp_path):
   pytest.importorskip("torch")
   pytest.importorskip("transformers")

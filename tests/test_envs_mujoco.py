@@ -1,6 +1,7 @@
 """MuJoCo / dm_control: the model-derived controllers solve their tasks; pixels render; builds."""
 
 import dataclasses
+import gc
 
 import numpy as np
 import pytest
@@ -58,6 +59,17 @@ def test_pixels_are_a_64x64_camera_frame_also_next_to_tensorflow(tmp_path, forge
   frames = np.stack([s["observation"]["image"].numpy() for s in stored["steps"]])
   assert frames.shape == (5, 64, 64, 3) and frames.std() > 5
 
+
+
+@pytest.mark.slow  # a renderer process
+def test_an_env_dropped_without_close_takes_its_render_child_with_it():
+  env = TASKS["dmc_point_mass_easy"].make_env(0)
+  env.reset(0)
+  assert env.render(16, 16).shape == (16, 16, 3)
+  child = env._child._proc  # pylint: disable=protected-access
+  del env
+  gc.collect()
+  assert child.wait(timeout=30) is not None
 
 def test_state_dataset_builds(tmp_path):
   import data_pipelines as dp

@@ -38,7 +38,21 @@ def fixture_source(tmp_path_factory):
   return workdir
 
 
+_FRESH_STATES = {}
+
+
 def _fresh_state(config, seed=1):
+  """A new run's initial state and mesh; one per (config without init_from, seed): init_from.apply never
+  changes its input, and each initialisation is a compile on 8 devices."""
+  plain = config.copy_and_resolve_references()
+  plain.init_from = ""
+  key = (str(plain), seed)
+  if key not in _FRESH_STATES:
+    _FRESH_STATES[key] = _initial_state(config, seed)
+  return _FRESH_STATES[key]
+
+
+def _initial_state(config, seed):
   layout = VocabLayout.from_config(config.vocab)
   model_fn = loop.default_model_fn(config, layout)
   model_def, _ = state_lib.abstract_model(model_fn)

@@ -12,7 +12,7 @@ import pytest
 import test_training_support as support
 
 
-@pytest.mark.slow
+@pytest.mark.study  # ~2 min on the 2-core machine (4 on a slow one): `make test-studies`
 def test_the_fewshot_study_runs_end_to_end_at_tiny_counts(tmp_path):
   out, data = tmp_path / "out", tmp_path / "data"
   command = [

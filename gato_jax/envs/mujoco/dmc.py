@@ -15,6 +15,7 @@ import os
 import pickle
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 
@@ -53,6 +54,18 @@ def _serve(domain: str, task: str) -> None:
     replies.flush()
 
 
+def _stop_child(proc: subprocess.Popen):
+  """Asks the render child to exit (None, then EOF) and kills it if it does not within 10 s."""
+  if proc.poll() is None:
+    try:
+      pickle.dump(None, proc.stdin)
+      proc.stdin.close()
+      proc.wait(timeout=10)
+    except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+      proc.kill()
+      proc.wait()
+
+
 class _ChildRenderer:
   """Renders physics states of (domain, task) in a child `python -m gato_jax.envs.mujoco.dmc` (a fresh
   interpreter: multiprocessing's spawn would import the parent's __main__, TensorFlow included)."""
@@ -62,6 +75,8 @@ class _ChildRenderer:
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
     self._proc = subprocess.Popen([sys.executable, "-m", "gato_jax.envs.mujoco.dmc", domain, task],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    # An env dropped without close() (a builder or test that forgets) must not leave its child behind.
+    self._finalizer = weakref.finalize(self, _stop_child, self._proc)
 
   def render(self, state, height: int, width: int, camera_id: int) -> np.ndarray:
     try:
@@ -73,13 +88,7 @@ class _ChildRenderer:
                          "messages are on stderr above") from e
 
   def close(self):
-    if self._proc.poll() is None:
-      try:
-        pickle.dump(None, self._proc.stdin)
-        self._proc.stdin.close()
-        self._proc.wait(timeout=10)
-      except (BrokenPipeError, subprocess.TimeoutExpired):
-        self._proc.kill()
+    self._finalizer()
 
 
 class DMCEnv:
