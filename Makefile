@@ -20,15 +20,13 @@ install: $(STAMP)
 # What CI runs: the unit tests on two workers, then the slow (multi-process, end-to-end) tests one at a
 # time (they start processes, join ports and time heartbeats: no neighbour stealing their cores).
 # Whole studies and benchmarks at tiny counts are `make test-studies`.
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow and not study" tests
-	$(BIN)/python -m pytest -q --durations=25 -m "slow and not study" tests
+test: test-fast test-slow
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not study" tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 -m "not slow and not study" tests
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow and not study" tests
+	$(BIN)/python -m pytest -q --durations=25 -m "slow and not study" tests
 
 test-studies: $(STAMP)
 	$(BIN)/python -m pytest -q -m study tests
