@@ -71,6 +71,11 @@ def _config_path(argv) -> str | None:
   return None
 
 
+def config_path() -> str:
+  """The --config path given on this process's command line ("" if none)."""
+  return _config_path(sys.argv) or ""
+
+
 def _config_keys(path: str) -> list[str]:
   """Every dotted key of the config file at `path` (for "did you mean"); [] when it does not load."""
   try:

@@ -3,6 +3,8 @@
   gato-train --config experiments/tiny_demo.py --workdir /tmp/gato_demo \\
       [--config.batch_size=64 --config.mesh.fsdp=4 --config.data.mixture=synthetic ...]
   gato-train --module_import=my_tasks --config ... --config.data.mixture=my_task:1   (your own task)
+  gato-train --config experiments/gato_1_2b.py --compile_only --topology=v5e:16x16 [--num_slices=2]
+      (will it fit? the real TPU compiler on this machine: memory per chip, collectives; trains nothing)
 
 Multi-process (one process per host or per GPU), flags passed by the launchers in launch/:
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I
@@ -37,6 +39,15 @@ _HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
                                   "A peer silent this long is declared dead and the job fails.")
 _INIT_TIMEOUT = flags.DEFINE_integer("initialization_timeout", 300,
                                      "Seconds to wait for every process to join.")
+# Compile-only (gato_jax/aot): the real TPU compiler on this machine, no TPU needed (the `tpu` extra).
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Compile the train step, acting step and "
+                                  "evaluation forward for --topology, report memory per chip and "
+                                  "collectives, and exit (2 if it does not fit). Trains nothing.")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "--compile_only's TPU topology, e.g. v5e:16x16, "
+                                "v4:2x2x1, v5p:4x4x4.")
+_NUM_SLICES = flags.DEFINE_integer("num_slices", 1, "--compile_only: slices of --topology over DCN.")
+_COMPILE_REPORT = flags.DEFINE_string("compile_report", None, "--compile_only's JSON report (default: "
+                                      "<workdir>/compile_only/<topology>.json when --workdir is given).")
 
 EXIT_PREEMPTED, EXIT_CONFIG, EXIT_NONFINITE, EXIT_CHECKPOINT, EXIT_PEER_LOST = 143, 2, 3, 4, 75
 
@@ -48,6 +59,12 @@ def _stop(error: Exception, status: int) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _COMPILE_ONLY.value:
+    cli_flags.require(_CONFIG, _TOPOLOGY)
+    cli_flags.quiet_library_logs()
+    from gato_jax.aot import cli as aot_cli  # pylint: disable=g-import-not-at-top
+    sys.exit(aot_cli.main(_CONFIG.value, cli_flags.config_path(), _TOPOLOGY.value, _NUM_SLICES.value,
+                          _COMPILE_REPORT.value, _WORKDIR.value, cli_flags.fail))
   cli_flags.require(_CONFIG, _WORKDIR)
   cli_flags.quiet_library_logs()
   cli_flags.import_modules(_MODULE_IMPORT.value)

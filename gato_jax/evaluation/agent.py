@@ -65,7 +65,7 @@ def _init_cache(graphdef, state, *, batch_size, max_length):
   return nnx.merge(graphdef, state).init_cache(batch_size, max_length)
 
 
-def _act(model, cache, chunk, ranges, rng, temperature, greedy: bool):
+def act_step(model, cache, chunk, ranges, rng, temperature, greedy: bool):
   """Chunk [B, S] into the cache, then the A action tokens one at a time: ([B, A] ids, cache).
 
   The chunk is the previous step's last action token (when it is not in the cache yet), the
@@ -92,14 +92,14 @@ def _act(model, cache, chunk, ranges, rng, temperature, greedy: bool):
 
 
 def _act_cached(graphdef, state, cache, chunk, ranges, rng, temperature, *, greedy):
-  return _act(nnx.merge(graphdef, state), cache, chunk, ranges, rng, temperature, greedy)
+  return act_step(nnx.merge(graphdef, state), cache, chunk, ranges, rng, temperature, greedy)
 
 
 def _prefill_and_act(graphdef, state, context, chunk, ranges, rng, temperature, *, max_length, greedy):
   """A fresh cache of `max_length` slots filled with `context` [B, C], then a step: one dispatch."""
   model = nnx.merge(graphdef, state)
   _, cache = model.prefill(context, max_length=max_length, last_only=True)
-  return _act(model, cache, chunk, ranges, rng, temperature, greedy)
+  return act_step(model, cache, chunk, ranges, rng, temperature, greedy)
 
 
 def _act_uncached(graphdef, state, window, lengths, ranges, rng, temperature, *, greedy):

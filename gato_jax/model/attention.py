@@ -9,7 +9,8 @@ Every kernel takes and returns [batch, length, heads, head_dim] and scales score
   pallas_tpu  the Pallas TPU splash-attention kernel (MaxText's default on TPU)
   flash_tpu   the Pallas TPU flash-attention kernel
   pallas_gpu  the Pallas (Triton) GPU flash-attention kernel
-  auto        cuDNN-or-XLA as JAX picks on GPU/TPU; blocked on CPU past one block
+  auto        splash (pallas_tpu) on TPU when L is a multiple of KERNEL_BLOCK; cuDNN-or-XLA as JAX
+              picks on GPU; blocked on CPU past one block
 
 The Pallas kernels run per device: under a mesh they go through `jax.shard_map` with the specs the
 active logical-axis rules give (batch, length, heads, kv), since XLA cannot partition a custom kernel
@@ -121,10 +122,20 @@ def _per_device(kernel):
   return jax.shard_map(kernel, mesh=mesh, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)
 
 
+def auto_impl(platform: str, length: int) -> str | None:
+  """What attention_impl="auto" runs on `platform` at sequence length `length` (None: JAX's choice,
+  cuDNN or XLA). The compile-only check (gato_jax/aot) asks it for the TPU it targets."""
+  if platform == "cpu":
+    return "blocked" if length > ATTENTION_BLOCK else None
+  if platform == "tpu" and length % KERNEL_BLOCK == 0:
+    return "pallas_tpu"  # splash: no [L, L] scores in HBM, masked tiles skipped (MaxText's default)
+  return None
+
+
 def causal_attention(q, k, v, impl: str):
   """Causal self-attention [B, L, H, D] -> [B, L, H, D] with kernel `impl` (see the module docstring)."""
   if impl == "auto":
-    impl = "blocked" if jax.default_backend() == "cpu" and q.shape[1] > ATTENTION_BLOCK else None
+    impl = auto_impl(jax.default_backend(), q.shape[1])
   if impl == "blocked":
     return blocked_causal_attention(q, k, v)
   if impl in _PALLAS:

@@ -11,7 +11,6 @@ import dataclasses
 import os
 import signal
 import threading
-import time
 from typing import Callable
 
 from absl import logging
@@ -19,8 +18,8 @@ import jax
 
 from gato_jax import checkpointing, features, partitioning
 from gato_jax.tokenizers.layout import VocabLayout
-from gato_jax.training import failures, flops, logger, optimizer, state as state_lib, step as step_lib
-from gato_jax.training import init_from
+from gato_jax.training import failures, flops, logger, state as state_lib, step as step_lib
+from gato_jax.training import init_from, program as program_lib
 from gato_jax.training.failures import DataLossError, NonFiniteError, NonFiniteGuard, PeerLostError
 from gato_jax.training.synthetic import SyntheticIterator
 
@@ -42,9 +41,8 @@ class TrainResult:
   last_metrics: dict[str, float] | None = None
 
 
-def default_model_fn(config, layout: VocabLayout) -> state_lib.ModelFn:
-  from gato_jax.model import Gato  # pylint: disable=g-import-not-at-top
-  return lambda rngs: Gato(config.model, layout, rngs)
+default_model_fn = program_lib.default_model_fn
+compile_train_step = program_lib.compile_train_step
 
 
 def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
@@ -120,14 +118,11 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   restricts the mesh to some devices (default: every device of every process).
   """
   check_config(config)
-  layout = VocabLayout.from_config(config.vocab)
   mesh = partitioning.make_mesh(config.mesh, devices)
   partitioning.check_batch_size(config.batch_size, mesh, config.optimizer.grad_accum_steps)
-  model_fn = model_fn or default_model_fn(config, layout)
-  model_def, _ = state_lib.abstract_model(model_fn)
-  tx = optimizer.make_optimizer(config, model_def.param_axes, model_def.abstract_params)
-  schedule = optimizer.learning_rate_schedule(config.optimizer, config.num_train_steps)
-  abstract_state = state_lib.abstract_train_state(model_fn, tx, mesh, model_def)
+  program = program_lib.build(config, mesh, model_fn=model_fn, loss_fn=loss_fn)
+  layout, model_fn, model_def = program.layout, program.model_fn, program.model_def
+  tx, abstract_state = program.tx, program.abstract_state
 
   is_primary = jax.process_index() == 0
   if data_iterator is None:
@@ -167,9 +162,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
                                                 config.batch_size, length),
       peak_flops=flops.peak_flops_per_device(config.model.dtype, config.get("peak_flops_per_device", 0.0))
       * mesh.size)
-  train_step = step_lib.make_train_step(model_def, tx, schedule,
-                                        grad_accum_steps=config.optimizer.grad_accum_steps, loss_fn=loss_fn)
-  compiled = compile_train_step(train_step, abstract_state, mesh, config)
+  compiled = compile_train_step(program.train_step, abstract_state, mesh, config)
   # Processes finish compiling at different times; their first collective must not wait for a slow
   # peer (CPU gloo gives up after 30s), so they meet at a coordination-service barrier first.
   checkpointing.barrier("gato_train_compiled", timeout_s=START_BARRIER_TIMEOUT_S)
@@ -275,19 +268,3 @@ class PreemptionWatcher:
 
   def reached(self, step: int) -> bool:
     return self._flag.is_set() or self._manager.reached_preemption(step)
-
-
-def compile_train_step(train_step, abstract_state, mesh, config):
-  """The train step compiled ahead of time for the global batch, with explicit shardings (the loop's
-  and bench/train_step.py's one way to build it)."""
-  shapes = features.feature_shapes(config.data.sequence_length)
-  shardings = partitioning.batch_shardings(shapes, mesh)
-  abstract_batch = {name: jax.ShapeDtypeStruct((config.batch_size,) + shape, features.FEATURE_DTYPES[name],
-                                               sharding=shardings[name]) for name, shape in shapes.items()}
-  jitted = step_lib.jit_train_step(train_step, jax.tree.map(lambda x: x.sharding, abstract_state),
-                                   shardings, mesh)
-  started = time.perf_counter()
-  with partitioning.axis_rules(mesh):
-    compiled = jitted.lower(abstract_state, abstract_batch).compile()
-  logging.info("Compiled the train step in %.1fs.", time.perf_counter() - started)
-  return compiled
