@@ -23,9 +23,13 @@
 #   --git=URL --ref=REF   clone a git ref on the workers instead of copying this working tree
 #   --extras=tpu          pip extras to install on the workers
 #   --worker=all|N        whose log `logs` streams (default all)     --no-follow   train: don't follow logs
+#   --skip_preflight      don't compile the experiment for the slice here first (see below)
 #   --dry-run             print every command it would run, run nothing
 #
 # Anything after `--` goes to gato-train unchanged, e.g. -- --config.data.data_dir=gs://B/tfds
+# Pre-flight: `train` and `up` first compile the experiment (with those flags) for the slice's topology
+# on this machine (python -m launch.preflight: gato-train --compile_only, needs the `tpu` extra here);
+# a config that does not compile or fit in HBM stops here, before any slice is created or used.
 # No coordinator flags are passed: on a TPU VM, jax.distributed.initialize() reads the slice's workers
 # and this worker's rank from the TPU metadata server, so one process per worker joins by itself.
 set -euo pipefail
@@ -77,7 +81,7 @@ esac
 
 name="" zone="" project="" accelerator="" version="" spot=0 service_account=""
 experiment="" bucket="" run_name="" git_url="" git_ref="main" extras="tpu" worker="all"
-follow=1 dry_run=0
+follow=1 dry_run=0 preflight=1
 train_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -97,6 +101,7 @@ while [[ $# -gt 0 ]]; do
     --worker=*) worker="${1#*=}" ;;
     --no-follow|--no_follow) follow=0 ;;
     --dry-run|--dry_run) dry_run=1 ;;
+    --skip_preflight|--skip-preflight) preflight=0 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; train_args=("$@"); break ;;
     *) die "unknown flag '$1' (flags take the form --flag=value; gato-train flags go after --)" ;;
@@ -189,9 +194,22 @@ cmd_setup() {
 python3 -m pip install --user --quiet -e $(quote ".[${extras}]")"
 }
 
+# The compile-only check of the experiment for this slice, on this machine; a failure stops the launch.
+run_preflight() {
+  [[ "${preflight}" -eq 1 ]] || { echo "# pre-flight skipped (--skip_preflight)"; return 0; }
+  [[ -n "${accelerator}" ]] \
+    || die "the pre-flight compile needs --accelerator=TYPE (the slice's type), or pass --skip_preflight"
+  local check=(env PYTHONPATH="${repo_root}" "${PYTHON}" -m launch.preflight --accelerator="${accelerator}"
+               --experiment="${experiment}")
+  [[ "${dry_run}" -eq 0 ]] || check+=(--dry-run)
+  check+=(-- ${train_args[@]+"${train_args[@]}"})
+  (cd "${repo_root}" && "${check[@]}") || exit 2
+}
+
 cmd_train() {
   resolve_experiment
   [[ -z "${accelerator}" || -n "${TPU_HOSTS:-}" ]] || describe_slice
+  [[ "${command}" == up ]] || run_preflight
   echo "# workdir ${workdir}: checkpoints, TensorBoard logs and the resolved config"
   echo "# jax.distributed.initialize() finds the coordinator, process count and rank in the TPU metadata"
   # ${a[@]+"${a[@]}"}: an empty array under `set -u` in the bash 3.2 macOS ships.
@@ -230,6 +248,7 @@ case "${command}" in
   up)
     [[ -n "${accelerator}" ]] || die "up needs --accelerator=TYPE (e.g. v4-32)"
     resolve_experiment  # fail on a bad experiment or bucket before paying for a slice
+    run_preflight  # and on a config that would not compile or fit on it
     cmd_create
     cmd_setup
     cmd_train

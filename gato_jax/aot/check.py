@@ -15,7 +15,9 @@ from gato_jax.training import flops, program as program_lib
 
 PROGRAMS = ("train_step", "act_step", "eval_forward")
 GIB = 1 << 30
-_OOM = re.compile(r"Used\s+([\d.]+)([KMGT]?)\s+of\s+([\d.]+)([KMGT]?)\s+hbm", re.IGNORECASE)
+# XLA:TPU's two spellings of a program that does not fit in HBM.
+_OOM = (re.compile(r"Used\s+([\d.]+)([KMGT]?)\s+of\s+([\d.]+)([KMGT]?)\s+hbm", re.IGNORECASE),
+        re.compile(r"\(([\d.]+)([KMGT]?)\)\s+exceeds available HBM\s+\(([\d.]+)([KMGT]?)\)", re.IGNORECASE))
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -68,7 +70,7 @@ def _process_count(devices) -> int:
 
 
 def _oom_bytes(error: Exception) -> tuple[int, int] | None:
-  match = _OOM.search(str(error))
+  match = next((m for m in (p.search(str(error)) for p in _OOM) if m), None)
   if not match:
     return None
   return (int(float(match[1]) * _UNITS[match[2].upper()]), int(float(match[3]) * _UNITS[match[4].upper()]))
@@ -131,7 +133,7 @@ def compile_for(config, target: topology.Target, *, config_name: str = "",
       if oom is None:
         raise
       fit.fits = False
-      fit.problem = _problem(name, oom[0], target, config, mesh)
+      fit.problem = _problem(name, oom[0], target, config, mesh, available=oom[1])
       raise DoesNotFit(fit.problem) from None
     fit.programs[name] = report
     if report.peak_bytes > target.chip.hbm_bytes:
@@ -141,9 +143,10 @@ def compile_for(config, target: topology.Target, *, config_name: str = "",
   return fit
 
 
-def _problem(name: str, needed: int, target, config, mesh) -> str:
+def _problem(name: str, needed: int, target, config, mesh, available: int | None = None) -> str:
+  available = target.chip.hbm_bytes if available is None else available
   return (f"{name} does not fit on {target.label}: it needs {needed / GIB:.2f} GiB per chip, a "
-          f"{target.chip.generation} chip has {target.chip.hbm_bytes / GIB:.2f} GiB (mesh "
+          f"{target.chip.generation} chip has {available / GIB:.2f} GiB for it (mesh "
           f"{dict(mesh.shape)}, batch {config.batch_size} = {config.batch_size / mesh.size:g} per chip, "
           f"remat_policy={config.model.remat_policy}); try {advice(config, mesh, target, needed)}")
 

@@ -34,6 +34,11 @@ class Collective:
   bytes: int  # per device, per execution (see the module docstring)
   group_size: int  # devices taking part in one group
   count: int  # executions per step (loop trips multiplied in)
+  shapes: tuple = ()  # dimensions of each array of its result (XLA combines small ones in tuples)
+
+  @property
+  def shape(self) -> tuple:
+    return self.shapes[0] if self.shapes else ()
 
   @property
   def wire_bytes(self) -> float:
@@ -44,15 +49,18 @@ class Collective:
     return factor * full
 
 
-def array_bytes(type_text: str) -> int:
-  """Bytes of an HLO result type: one array `f32[2,3]{1,0}` or a tuple of them."""
-  total = 0.0
+def _arrays(type_text: str) -> list[float]:
+  out = []
   for dtype, dims in _ARRAY.findall(type_text):
     size = _DTYPE_BYTES.get(dtype, 1 if dtype.startswith("f8") else None)
-    if size is None:
-      continue
-    total += size * math.prod(int(d) for d in dims.split(",") if d)
-  return int(total)
+    if size is not None:
+      out.append(size * math.prod(int(d) for d in dims.split(",") if d))
+  return out
+
+
+def array_bytes(type_text: str) -> int:
+  """Bytes of an HLO result type: one array `f32[2,3]{1,0}` or a tuple of them."""
+  return int(sum(_arrays(type_text)))
 
 
 def group_size(attributes: str, num_devices: int) -> int:
@@ -156,7 +164,8 @@ def collectives(text: str, num_devices: int) -> list[Collective]:
         kind, size = "reduce-scatter", size // max(group_size(rest, num_devices), 1)
       channel = re.search(r"channel_id=(\d+)", rest)
       key = ("channel", channel[1]) if channel else ("instruction", name, instruction)
-      item = Collective(kind, name, size, group_size(rest, num_devices), multiplicity[name])
+      shapes = tuple(tuple(int(d) for d in dims.split(",") if d) for _, dims in _ARRAY.findall(type_))
+      item = Collective(kind, name, size, group_size(rest, num_devices), multiplicity[name], shapes)
       if key not in copies or item.count < copies[key].count:
         copies[key] = item
   return list(copies.values())

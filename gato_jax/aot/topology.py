@@ -122,6 +122,9 @@ def compile_only_devices(target: Target) -> list:
     raise TopologyError("compiling for a TPU topology needs libtpu: pip install -e '.[tpu]' (the "
                         "jax[tpu] of the pinned jax release)")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server to ask: this is not a TPU VM
+  # Compiling never opens a TPU, so libtpu's one-process lock would only stop two checks (two pytest
+  # workers, a check beside a run on a TPU VM) from compiling side by side.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   kwargs = {"num_slices": target.num_slices} if target.num_slices > 1 else {}
   if target.chip.megacore:

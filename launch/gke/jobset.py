@@ -5,6 +5,9 @@
       [-- --config.data.data_dir=gs://BUCKET/tfds]
 
 With --dry-run it prints the manifest (and the kubectl command it would run) and applies nothing.
+Before applying, the experiment is compiled for the slices on this machine (launch/preflight.py,
+`gato-train --compile_only`): a config that would not compile or fit never reaches the cluster
+(--skip_preflight skips it; --dry-run prints the check instead of running it).
 """
 
 import argparse
@@ -18,7 +21,7 @@ import string
 import subprocess
 import sys
 
-from launch import topology
+from launch import preflight, topology
 
 TEMPLATE_PATH = pathlib.Path(__file__).with_name("jobset.yaml.tmpl")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -153,6 +156,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--output", default="", help="also write the manifest to this file")
   parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                       help="print the manifest and the kubectl command; apply nothing")
+  parser.add_argument("--skip_preflight", "--skip-preflight", action="store_true",
+                      help="don't compile the experiment for the slices here before applying")
   return parser.parse_args(own), train_args
 
 
@@ -181,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as e:
     print(f"launch.gke.jobset: {e}", file=sys.stderr)
     return 2
+  if not args.skip_preflight:
+    status = preflight.run(spec.accelerator, spec.experiment, spec.num_slices, spec.train_args,
+                           dry_run=args.dry_run)
+    if status:
+      return status
   if args.output:
     pathlib.Path(args.output).write_text(manifest)
   kubectl = ["kubectl", "apply", f"--namespace={spec.namespace}", "-f", "-"]
