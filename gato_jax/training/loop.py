@@ -64,6 +64,7 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
                       f"there first (gato-data build --data_dir={data_dir} --dataset=...)")
   from gato_jax import data  # pylint: disable=g-import-not-at-top  # TensorFlow + SeqIO
   try:
+    data.pipeline.check_model_fits(config)  # images the model cannot see: one line, before training
     iterator = data.make_iterator(config, split, jax.process_index(), jax.process_count(), config.seed)
     return iterator, data.task_names(data.get_mixture(config.data.mixture))
   except (KeyError, ValueError, FileNotFoundError) as e:  # the data's own messages name task and file
