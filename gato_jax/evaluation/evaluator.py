@@ -225,7 +225,8 @@ class Evaluator:
       if gif:
         gif_requests.append(gif)
     gif_job = replay.GifJob(gif_requests)  # renders in a child process while the offline part runs
-    report["summary"] = scores.summarize(report["tasks"])
+    if report["tasks"]:  # none when every task is imported without a simulator (offline only)
+      report["summary"] = scores.summarize(report["tasks"])
     offline_names = self.task_names if e.offline else self.offline_only
     if offline_names:
       report["offline"] = offline.validation_metrics(
