@@ -219,7 +219,7 @@ def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
   when the mapping says the final RLDS step holds only the last observation."""
   length = tf.shape(raw["is_first"])[0]
 
-  def field_value(target: str, field: FieldMap):
+  def field_value(field: FieldMap):
     value = get_path(raw, field.source)
     if field.modality == "image" and value.dtype == tf.string:
       return map_encoded_frames(value, field)
@@ -230,7 +230,7 @@ def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
     dtype = tf.int32 if field.modality == "discrete" else tf.float32
     return tf.reshape(tf.cast(value, dtype), [length, *field.shape])  # a list: () is a scalar field's shape
 
-  observation = nest((target, field_value(target, field)) for target, field in mapping.observation.items())
+  observation = nest((target, field_value(field)) for target, field in mapping.observation.items())
   a = mapping.action
   dtype = tf.float32 if a.kind == "continuous" else tf.int32
   flat = tf.concat([tf.reshape(tf.cast(get_path(raw, p), dtype), [length, -1]) for p in a.sources], 1)

@@ -1,14 +1,16 @@
 """Small datasets written by each foreign format's own library, for tests and benchmarks (test code).
 
-  write_rlds_fixture     an Open X-Embodiment-shaped RLDS dataset, written by a TFDS builder whose
-                         DatasetInfo comes from TFDS's RLDS helpers (tfds.rlds.rlds_base)
-  write_jat_fixture      JAT-layout configs (Atari-like, MuJoCo-like, text, captions) written with
-                         Hugging Face `datasets` as parquet files, one folder per config like the Hub's
-  record_minari_fixture  a Minari dataset recorded with minari.DataCollector from the project's CartPole
-                         simulator and expert, with reference min / max scores
+  write_rlds_fixture      an Open X-Embodiment-shaped RLDS dataset, written by a TFDS builder whose
+                          DatasetInfo comes from TFDS's RLDS helpers (tfds.rlds.rlds_base); `wild=True`
+                          adds scalar bool / float64 fields, float64 vectors, a camera of undeclared
+                          size and a gripper action in [0, 2]
+  write_jat_fixture       JAT-layout configs (Atari-like, MuJoCo-like, text, captions) written with
+                          Hugging Face `datasets` as parquet files, one folder per config like the Hub's
+  record_minari_fixture   a Minari dataset recorded with minari.DataCollector from the project's CartPole
+                          simulator and expert, with reference min / max scores or without (the default)
+  record_minari_pendulum  Pendulum-v1 (a continuous action) recorded the same way, no reference scores
 
-Every writer takes `corrupt`: an (episode, step) whose values are made invalid (NaN / out of range),
-so tests can check that importers name the bad row.
+Every writer can make one (episode, step) invalid (NaN), so tests can check that importers name it.
 """
 
 import os
@@ -260,8 +262,9 @@ def record_minari_pendulum(root: str, episodes: int = 3, dataset_id: str = PENDU
 
 
 def import_bench_datasets(data_dir: str, episodes: int = 30) -> list[str]:
-  """Imports one dataset per format from these fixtures into data_dir (skipping those there already);
-  returns one mixture per format for bench/input_pipeline.py. Images are mapped to 64x64 so that one
+  """Imports one dataset per format from these fixtures into data_dir (skipping those there already),
+  RLDS twice (the OXE-like shapes, and `wild=True`'s scalars, float64 and a camera of undeclared size
+  decoded frame by frame); returns one mixture per dataset shape for bench/input_pipeline.py. Images are mapped to 64x64 so that one
   timestep fits the demo's sequence length."""
   import tempfile  # pylint: disable=g-import-not-at-top
   import warnings  # pylint: disable=g-import-not-at-top
@@ -273,14 +276,18 @@ def import_bench_datasets(data_dir: str, episodes: int = 30) -> list[str]:
     path = write_rlds_fixture(os.path.join(sources_dir, "rlds"), name="bench_oxe", num_episodes=episodes,
                               num_shards=2)
     rlds.import_rlds(path, "bench_rlds", data_dir, {"image_size": [64, 64]})
+  if not sources.dataset_exists("bench_rlds_wild", data_dir):  # + scalars, float64, an unsized camera
+    path = write_rlds_fixture(os.path.join(sources_dir, "rlds_wild"), name="bench_oxe_wild",
+                              num_episodes=episodes, num_shards=2, wild=True)
+    rlds.import_rlds(path, "bench_rlds_wild", data_dir, {"image_size": [64, 64]})
   with tempfile.TemporaryDirectory() as tmp:
     if not sources.dataset_exists("bench_jat_pong", data_dir):
       root = write_jat_fixture(os.path.join(tmp, "jat"), episodes=episodes)
       jat.import_jat(root, "atari-pong", "bench_jat_pong", data_dir, image_size=(64, 64))
       jat.import_jat(root, "mujoco-hopper", "bench_jat_hopper", data_dir)
-    if not sources.dataset_exists("bench_minari", data_dir):
+    if not sources.dataset_exists("bench_minari", data_dir):  # DataCollector's default: no reference scores
       with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        record_minari_fixture(os.path.join(tmp, "minari"), episodes=episodes)
+        record_minari_fixture(os.path.join(tmp, "minari"), episodes=episodes, reference_scores=False)
       minari.import_minari(MINARI_ID, "bench_minari", data_dir, root=os.path.join(tmp, "minari"))
-  return ["bench_rlds:1", "bench_jat_pong:1,bench_jat_hopper:1", "bench_minari:1"]
+  return ["bench_rlds:1", "bench_rlds_wild:1", "bench_jat_pong:1,bench_jat_hopper:1", "bench_minari:1"]
