@@ -38,7 +38,7 @@ flags.DEFINE_integer("warmup", 20, "batches read before timing")
 flags.DEFINE_bool("build_missing", False, "build the mixtures' missing datasets with data_pipelines")
 flags.DEFINE_integer("build_episodes", 30, "train episodes per control dataset built (captions x10)")
 flags.DEFINE_bool("imported", False, "also read one mixture per imported format (RLDS linked in place, "
-                  "JAT, Minari), importing data_pipelines/importers/fixtures.py's datasets first")
+                  "JAT, Minari), importing tests/testlib/foreign_fixtures.py's datasets first")
 flags.DEFINE_string("out_dir", "bench/results", "where input_pipeline.{json,md} go")
 FLAGS = flags.FLAGS
 
@@ -152,7 +152,9 @@ def main(argv):
                             int(config.vocab.text_vocab_size))
   mixtures_read = list(FLAGS.mixtures)
   if FLAGS.imported:
-    from data_pipelines.importers import fixtures  # pylint: disable=g-import-not-at-top
+    # The fixtures are test code (tests/testlib), written by each format's own library.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from testlib import foreign_fixtures as fixtures  # pylint: disable=g-import-not-at-top
     mixtures_read += fixtures.import_bench_datasets(data_dir, FLAGS.build_episodes)
   results = []
   for mixture in mixtures_read:

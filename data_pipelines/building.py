@@ -9,7 +9,7 @@ from absl import logging
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import registry
+from data_pipelines import local_builder, registry
 from data_pipelines.text.sentencepiece_model import train_sentencepiece
 from gato_jax.data.vocabulary import sentencepiece_file
 
@@ -90,7 +90,7 @@ def build(name: str, data_dir: str, episodes: Optional[int] = None,
   remove_interrupted_builds(builder)
   logging.info("building %s into %s", name, builder.data_dir)
   start, cpu_start = time.perf_counter(), time.process_time()
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+  local_builder.prepare(builder, download_config=tfds.download.DownloadConfig(
       compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False))
   seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
   splits = builder.info.splits

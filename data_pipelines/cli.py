@@ -1,11 +1,12 @@
 """`gato-data`: lists the datasets data_pipelines can make and builds them into a data_dir (absl app).
 
-  gato-data list [--data_dir=DIR]
+  gato-data list [--data_dir=DIR] [--imported] [--domain=DOMAIN]
   gato-data build --dataset=NAME[,NAME...|all] [--episodes=N] [--validation_episodes=M]
                   [--data_dir=DIR] [--seed=S] [--overwrite] [--config=experiments/tiny_demo.py]
   gato-data build --dataset=sentencepiece --vocab_size=512 --data_dir=DIR
   gato-data build --module_import=my_tasks --dataset=my_task   (your own registered ControlTask)
-  gato-data inspect SOURCE [--format=rlds|jat|minari] [--jat_config=CFG] [--mapping=JSON|FILE]
+  gato-data inspect --source=SOURCE [--format=rlds|jat|minari] [--jat_config=CFG] [--mapping=JSON|FILE]
+                    [--image_size=H,W] [--name=NAME]      (`inspect SOURCE` works too)
   gato-data import --format=rlds|jat|minari --source=SOURCE --name=NAME [--data_dir=DIR]
                    [--jat_config=CFG] [--mapping=JSON|FILE] [--image_size=H,W] [--minari_root=DIR]
 
@@ -18,6 +19,7 @@ to the data_dir (RLDS is linked in place, JAT and Minari are converted): see "Br
 README.
 """
 
+import logging as std_logging
 import os
 
 from absl import app
@@ -51,16 +53,30 @@ _TEXT_FILES = flags.DEFINE_list("text_files", [], "Your own text corpus (globs) 
                                 "shipped with Python.")
 _FORMAT = flags.DEFINE_enum("format", None, ["rlds", "jat", "minari"], "inspect / import: the source's "
                             "format (inspect detects it when not given).")
-_SOURCE = flags.DEFINE_string("source", None, "import: an RLDS dataset folder (local or gs://), a JAT "
+_SOURCE = flags.DEFINE_string("source", None, "inspect / import: an RLDS dataset folder (local or gs://), a JAT "
                               "dataset folder, or a Minari dataset id.")
-_NAME = flags.DEFINE_string("name", None, "import: the dataset name in the data_dir (lowercase, _).")
+_NAME = flags.DEFINE_string("name", None, "inspect / import: the dataset name in the data_dir (lowercase, _).")
 _JAT_CONFIG = flags.DEFINE_string("jat_config", "", "inspect / import: the JAT config (task) folder.")
 _MAPPING = flags.DEFINE_string("mapping", None, "inspect / import: overrides of the inferred mapping, "
                                "as JSON or a JSON file (see gato_jax/data/mapping.py).")
-_IMAGE_SIZE = flags.DEFINE_list("image_size", [], "import: H,W that every image field becomes "
+_IMAGE_SIZE = flags.DEFINE_list("image_size", [], "inspect / import: H,W that every image field becomes "
                                 "(multiples of 16; the mapping's image policy says how).")
+_IMPORTED = flags.DEFINE_bool("imported", False, "list: only the data_dir's datasets no builder here makes "
+                              "(imported, linked in place, or built elsewhere).")
+_DOMAIN = flags.DEFINE_string("domain", None, "list: only the datasets of this domain (metaworld, babyai, "
+                              "atari, rlds, jat, minari, text, ...).")
 _MINARI_ROOT = flags.DEFINE_string("minari_root", None, "inspect / import: the Minari datasets root "
                                    "(default: $MINARI_DATASETS_PATH, else ~/.minari/datasets).")
+
+
+# The importers' libraries log at INFO what asks nothing of the user: Minari its whole EnvSpec on every
+# import, Hugging Face `datasets` the frameworks it found.
+IMPORT_LIBRARIES = ("minari", "datasets", "gymnasium")
+
+
+def _keep_import_record(record) -> bool:
+  return record.levelno >= std_logging.WARNING or not any(
+      f"{os.sep}{name}{os.sep}" in record.pathname for name in IMPORT_LIBRARIES)
 
 
 def _data_dir() -> str:
@@ -79,15 +95,19 @@ def _vocab_size() -> int:
   return DEFAULT_TEXT_VOCAB_SIZE
 
 
-def list_datasets(data_dir: str) -> str:
+def list_datasets(data_dir: str, imported: bool = False, domain: str = "") -> str:
   """A table of every dataset: name, kind, default size, built or not in data_dir, description; then
-  the data_dir's datasets no builder here makes (imported ones, or built by another installation)."""
+  the data_dir's datasets no builder here makes (imported ones, or built by another installation).
+  `imported`: only the latter; `domain`: only the datasets of that domain (metaworld, rlds, ...)."""
   import data_pipelines
   from gato_jax.data import sources
   from gato_jax.data.vocabulary import sentencepiece_file
+  from gato_jax.envs import registry
   import tensorflow as tf
   rows = [("name", "kind", "default", "in " + data_dir, "description")]
-  for name, entry in sorted(data_pipelines.DATASETS.items()):
+  for name, entry in ([] if imported else sorted(data_pipelines.DATASETS.items())):
+    if domain and (registry.domain_of(entry.task) if entry.task is not None else entry.kind) != domain:
+      continue
     builder = data_pipelines.make_builder(name, data_dir)
     if data_pipelines.is_built(builder):
       splits = builder.info.splits
@@ -96,12 +116,13 @@ def list_datasets(data_dir: str) -> str:
       status = "-"
     rows.append((name, entry.kind, str(entry.default_episodes or "all"), status, entry.description))
   for name, ref in sorted(sources.discover_datasets(data_dir).items()):
-    if name not in data_pipelines.DATASETS:
+    if name not in data_pipelines.DATASETS and (not domain or (ref.domain or ref.kind) == domain):
       origin = "linked in place" if ref.link is not None else "found"
       rows.append((name, ref.kind, "-", origin, f"{ref.domain or ref.kind} dataset in the data_dir"))
   sp = sentencepiece_file(data_dir, _vocab_size())
-  rows.append((SENTENCEPIECE, "vocab", str(_vocab_size()), "built" if tf.io.gfile.exists(sp) else "-",
-               f"SentencePiece model trained on the text corpus -> {sp}"))
+  if not imported and not domain:
+    rows.append((SENTENCEPIECE, "vocab", str(_vocab_size()), "built" if tf.io.gfile.exists(sp) else "-",
+                 f"SentencePiece model trained on the text corpus -> {sp}"))
   widths = [max(len(r[i]) for r in rows) for i in range(4)]
   return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
 
@@ -137,13 +158,22 @@ def build_all(names, data_dir: str) -> int:
 
 
 def foreign(command: list[str], data_dir: str) -> int:
-  """`inspect SOURCE` / `import`: the importers of data_pipelines/importers, errors in one line."""
+  """`inspect --source=SOURCE` (or `inspect SOURCE`) / `import`: the importers of
+  data_pipelines/importers, errors in one line."""
+  import tensorflow as tf
+  tf.get_logger().setLevel("ERROR")  # TFDS's reader trips TF deprecation warnings on every RLDS read
+  os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when `datasets` is imported
   from data_pipelines import importers
   image_size = tuple(int(v) for v in _IMAGE_SIZE.value) if _IMAGE_SIZE.value else None
   try:
     if command[0] == "inspect":
-      print(importers.inspect(command[1], format=_FORMAT.value, jat_config=_JAT_CONFIG.value,
-                              mapping=_MAPPING.value, minari_root=_MINARI_ROOT.value))
+      source = command[1] if len(command) == 2 else _SOURCE.value
+      if not source:
+        cli_flags.fail("inspect needs --source=SOURCE (an RLDS folder, a JAT folder or a Minari id)")
+      overrides = {**importers.load_overrides(_MAPPING.value),
+                   **({"image_size": list(image_size)} if image_size else {})}
+      print(importers.inspect(source, format=_FORMAT.value, jat_config=_JAT_CONFIG.value,
+                              mapping=overrides, minari_root=_MINARI_ROOT.value, name=_NAME.value or ""))
       return 0
     missing = [f"--{f}" for f, v in (("format", _FORMAT.value), ("source", _SOURCE.value),
                                      ("name", _NAME.value)) if not v]
@@ -159,15 +189,18 @@ def foreign(command: list[str], data_dir: str) -> int:
 
 def main(argv):
   command = argv[1:]
-  if command not in (["list"], ["build"], ["import"]) and not (len(command) == 2 and command[0] == "inspect"):
-    raise app.UsageError(f"expected one command: `list`, `build`, `inspect SOURCE` or `import`; got {command}")
+  if command not in (["list"], ["build"], ["import"], ["inspect"]) and not (
+      len(command) == 2 and command[0] == "inspect"):  # `inspect SOURCE`: the older spelling, kept
+    raise app.UsageError(f"expected one command: `list`, `build`, `inspect --source=SOURCE` or `import`; "
+                         f"got {command}")
   import tensorflow_datasets as tfds
   tfds.disable_progress_bar()  # the builds log their own progress (episodes/s) through absl
   cli_flags.quiet_library_logs()  # and TFDS's per-shard INFO lines would drown it
+  logging.get_absl_handler().addFilter(_keep_import_record)
   cli_flags.import_modules(_MODULE_IMPORT.value)
   data_dir = _data_dir()
   if command == ["list"]:
-    print(list_datasets(data_dir))
+    print(list_datasets(data_dir, imported=_IMPORTED.value, domain=_DOMAIN.value or ""))
     return 0
   if command[0] in ("inspect", "import"):
     return foreign(command, data_dir)

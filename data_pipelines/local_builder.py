@@ -65,6 +65,18 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.info.metadata.update(to_json(meta))
 
 
+def prepare(builder, **kwargs) -> None:
+  """builder.download_and_prepare with a temporary download folder: nothing here downloads, and TFDS
+  would otherwise leave an empty `downloads/extracted/` in the data_dir. TFDS's "Downloading and
+  preparing" prints are dropped too (the builds log their own progress)."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory(prefix="gato_downloads_") as downloads, \
+      contextlib.redirect_stdout(io.StringIO()):
+    builder.download_and_prepare(download_dir=downloads, **kwargs)
+
+
 def default_validation(num_train: int) -> int:
   """Validation examples when not given: a tenth of train, at least one."""
   return max(1, num_train // 10)

@@ -210,6 +210,7 @@ def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any
     if len(value) != length:
       raise EpisodeError(f"{where}: field {name!r}: has {len(value)} steps, expected {length} like 'reward'")
 
+  found = []  # (step, message) of each field's first bad value
   for path, field in spec.observation_fields():
     name = f"observation/{path}"
     value = get_path(observation, path)
@@ -232,16 +233,16 @@ def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any
       bad = (value < 0) | (value >= field.num_values)
       if bad.any():
         t = _first_bad_step(bad)
-        raise EpisodeError(f"{where}, step {t}: field {name!r}: value outside [0, {field.num_values}): "
-                           f"{value[t].reshape(-1)[bad[t].reshape(-1)][:4].tolist()}")
+        found.append((t, f"{where}, step {t}: field {name!r}: value outside [0, {field.num_values}): "
+                         f"{value[t].reshape(-1)[bad[t].reshape(-1)][:4].tolist()}"))
     if field.modality == "continuous":
       if not np.issubdtype(value.dtype, np.number):
         raise EpisodeError(f"{where}: field {name!r}: dtype {value.dtype}, expected floats")
       bad = ~np.isfinite(value.astype(np.float64))
       if bad.any():
         t = _first_bad_step(bad)
-        raise EpisodeError(f"{where}, step {t}: field {name!r}: non-finite value (NaN or inf); "
-                           "expected finite floats")
+        found.append((t, f"{where}, step {t}: field {name!r}: non-finite value (NaN or inf); "
+                         "expected finite floats"))
 
   action = np.asarray(steps["action"])
   check_len("action", action)
@@ -260,8 +261,10 @@ def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any
     expected_form = f"integers in [0, {list(a.num_values)})"
   if outside.any():
     t = _first_bad_step(outside)
-    raise EpisodeError(f"{where}, step {t}: field 'action': {flat[t].tolist()} is outside the action "
-                       f"space; expected {expected_form}")
+    found.append((t, f"{where}, step {t}: field 'action': {flat[t].tolist()} is outside the action "
+                     f"space; expected {expected_form}"))
+  if found:  # the earliest bad step: a NaN action at step 17 is the cause of a NaN observation at 18
+    raise EpisodeError(min(found, key=lambda bad: bad[0])[1])
 
   for key in ("reward", "is_first", "is_last", "is_terminal"):
     check_len(key, np.asarray(steps[key]))

@@ -123,3 +123,28 @@ def test_vocabulary_spans_the_layout_and_decodes_text_only(data):
   assert vocab.decode_tf(tf.constant(mixed)).numpy().decode() == "go to the red ball"
   assert vocab == tasks.PreprocessingOptions.from_config(config).vocabulary
   assert seqio.get_mixture_or_task("tiny_pole").output_features["tokens"].vocabulary == vocab
+
+
+def test_images_the_model_cannot_see_are_refused_before_training(data):
+  """tiny_demo's max_image_tokens=0 with an image task: one line naming the task, its image fields and
+  the key, from gato-train's data setup (before it would stop with a NaN loss at step 1)."""
+  from gato_jax.tokenizers import VocabLayout  # pylint: disable=g-import-not-at-top
+  from gato_jax.training import loop  # pylint: disable=g-import-not-at-top
+  data_dir, refs, _, _ = data
+  config = testing.tiny_config(data_dir, mixture="tiny_pole:1,tiny_grid:1")
+  assert config.model.max_image_tokens == 0
+  with pytest.raises(ValueError, match=r"^mixture '.*': task 'tiny_grid' has images \(observation/image \(4 "
+                     r"patches\)\) but config.model.max_image_tokens=0 encodes none; set "
+                     r"--config.model.max_image_tokens=-1 \(every image position\) or at least 4$"):
+    pipeline.check_model_fits(config, datasets=refs)
+  config.model.max_image_tokens = 3
+  with pytest.raises(ValueError, match=r"encodes only 3 per sequence"):
+    pipeline.check_model_fits(config, datasets=refs)
+  with pytest.raises(loop.ConfigError, match=r"config.data.mixture=.*tiny_grid.*max_image_tokens=3"):
+    loop.make_data_iterator(config, VocabLayout.from_config(config.vocab))
+  config.model.max_image_tokens = -1
+  pipeline.check_model_fits(config, datasets=refs)
+  config.model.max_image_tokens = 0
+  config.data.mixture = "tiny_pole:1"  # no images: nothing to see
+  pipeline.check_model_fits(config, datasets=refs)
+  tasks.register_all(config, refs)  # leave the registry as the other tests expect

@@ -9,9 +9,10 @@ pytest.importorskip("datasets")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from data_pipelines import importers  # pylint: disable=g-import-not-at-top
-from data_pipelines.importers import fixtures, jat  # pylint: disable=g-import-not-at-top
+from data_pipelines.importers import jat  # pylint: disable=g-import-not-at-top
 from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
 from gato_jax.episodes import EpisodeError  # pylint: disable=g-import-not-at-top
+from testlib import foreign_fixtures as fixtures  # pylint: disable=g-import-not-at-top
 import import_support  # pylint: disable=g-import-not-at-top
 
 NAMES = {"atari-pong": "jat_pong", "mujoco-hopper": "jat_hopper", "babyai-goto": "jat_babyai", "oscar": "jat_oscar",
@@ -84,3 +85,22 @@ def test_a_bad_row_is_named_and_nothing_is_left_behind(tmp_path):
     jat.import_jat(source, "mujoco-hopper", "bad_hopper", str(data_dir))
   assert not sources.dataset_exists("bad_hopper", str(data_dir))
   assert not (data_dir / "bad_hopper").exists() and not (data_dir / "downloads").exists()
+
+
+def test_a_row_whose_columns_disagree_names_the_column_and_bounds_are_per_element(tmp_path):
+  """99 actions for 100 observations: the error names the row and the column. A 2-D action whose second
+  element alone leaves [-1, 1] keeps [-1, 1] for the first."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  from data_pipelines.importers import writer  # pylint: disable=g-import-not-at-top
+  steps = [100, 100, 100]
+  actions = [[[0.05 * (t % 2), 3.0 * (t % 3 == 0)] for t in range(n)] for n in (100, 99, 100)]
+  rows = datasets.Dataset.from_dict({"continuous_observations": [[[0.0, 1.0]] * n for n in steps],
+                                     "continuous_actions": actions, "rewards": [[0.0] * n for n in steps]})
+  os.makedirs(tmp_path / "src" / "cfg")
+  rows.to_parquet(str(tmp_path / "src" / "cfg" / "train-00000-of-00001.parquet"))
+  mapping = jat.infer_mapping(rows)
+  assert mapping.action.low == (-1.0, 0.0) and mapping.action.high == (1.0, 3.0) and mapping.action.clip
+  with pytest.raises(writer.ForeignDataError, match=r"^dataset 'short', episode train row 1: cannot map it: "
+                     r"field 'continuous_actions' has 99 steps, expected 100"):
+    jat.import_jat(str(tmp_path / "src"), "cfg", "short", str(tmp_path / "data"))
+  assert not sources.dataset_exists("short", str(tmp_path / "data"))

@@ -16,7 +16,7 @@ pytest.importorskip("minari")
 pytest.importorskip("gymnasium")
 
 from data_pipelines import importers  # pylint: disable=g-import-not-at-top
-from data_pipelines.importers import fixtures  # pylint: disable=g-import-not-at-top
+from testlib import foreign_fixtures as fixtures  # pylint: disable=g-import-not-at-top
 from data_pipelines.importers import minari as minari_import  # pylint: disable=g-import-not-at-top
 from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
 from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
@@ -39,7 +39,25 @@ def fixture_minari_root(tmp_path_factory):
     warnings.simplefilter("ignore")  # Minari asks for an author and a code permalink
     fixtures.record_minari_fixture(root)
     fixtures.record_minari_fixture(root, dataset_id="gato/cartpole/bad-v0", corrupt=(2, 5))
+    fixtures.record_minari_fixture(root, episodes=3, dataset_id="gato/cartpole/noref-v0", reference_scores=False)
+    fixtures.record_minari_pendulum(root, nan_action=(1, 17))
   return root
+
+
+def test_without_reference_scores_any_name_imports(minari_root, tmp_path):
+  """DataCollector's default records no reference scores: the data's mean return is the expert's and
+  random-policy rollouts in the recorded env the random return, under whatever name it is imported."""
+  builder = minari_import.import_minari("gato/cartpole/noref-v0", "pole_noref", str(tmp_path), root=minari_root)
+  metadata = dict(builder.info.metadata)
+  assert metadata["expert_return"] == pytest.approx(metadata["dataset_return_mean"])
+  assert 5 <= metadata["random_return"] <= 60 and metadata["score_reference"].startswith("expert: mean return")
+
+
+def test_a_nan_action_is_named_at_its_own_step(minari_root, tmp_path):
+  """The NaN action at step 17 makes the observation of step 18 NaN as well: the action is the cause."""
+  with pytest.raises(EpisodeError, match=r"^dataset 'pendulum_nan': task 'pendulum_nan', episode 1 \(Minari "
+                     r"episode id 1\), step 17: field 'action': \[nan\] is outside the action space"):
+    minari_import.import_minari(fixtures.PENDULUM_ID, "pendulum_nan", str(tmp_path), root=minari_root)
 
 
 def test_mapping_from_the_recorded_spaces(minari_root):

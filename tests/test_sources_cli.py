@@ -51,7 +51,7 @@ def test_data_dir_and_vocab_size_come_from_the_config(tmp_path):
 
 
 def test_bad_commands_are_usage_errors():
-  with pytest.raises(app.UsageError, match="`list`, `build`, `inspect SOURCE` or `import`"):
+  with pytest.raises(app.UsageError, match="`list`, `build`, `inspect --source=SOURCE` or `import`"):
     data_cli.main(["gato-data", "make"])
   with pytest.raises(SystemExit) as exit_info:  # one line on stderr, exit 2
     data_cli.main(["gato-data", "import"])

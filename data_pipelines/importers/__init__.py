@@ -3,6 +3,7 @@ and Minari (converted into TFDS datasets of the data_dir). What `gato-data inspe
 call:
 
   inspect(SOURCE)                                    the mapping that would be used, as a table
+                                                     (`gato-data inspect --source=SOURCE`)
   import_dataset("rlds", PATH, NAME, DATA_DIR)       gs:// or local TFDS dataset folder, no copy
   import_dataset("jat", ROOT, NAME, DATA_DIR, jat_config="atari-pong")
   import_dataset("minari", "D4RL/door/human-v2", NAME, DATA_DIR)
@@ -57,6 +58,13 @@ def inspect(source: str, *, format: Optional[str] = None, jat_config: str = "", 
   raise ValueError(f"unknown import format {format!r}; expected one of {FORMATS}")
 
 
+def foreign_link_counts(data_dir: str, name: str) -> str:
+  """"N train + M validation": the episodes the RLDS import validated (recorded in the link)."""
+  from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
+  counts = (foreign.load_link(data_dir, name) or {}).get("checked_episodes", {})
+  return " + ".join(f"{n} {split}" for split, n in counts.items())
+
+
 def import_dataset(format: str, source: str, name: str, data_dir: str, *, jat_config: str = "",  # pylint: disable=redefined-builtin
                    mapping: Any = None, image_size: Optional[tuple[int, int]] = None,
                    minari_root: Optional[str] = None) -> str:
@@ -65,7 +73,8 @@ def import_dataset(format: str, source: str, name: str, data_dir: str, *, jat_co
     from data_pipelines.importers import rlds  # pylint: disable=g-import-not-at-top
     overrides = {"image_size": list(image_size)} if image_size else {}
     path = rlds.import_rlds(source, name, data_dir, {**overrides, **load_overrides(mapping)})
-    return f"{name}: linked in place ({source}) -> {path}"
+    checked = foreign_link_counts(data_dir, name)
+    return f"{name}: linked in place ({source}), {checked} episodes checked -> {path}"
   if format == "jat":
     from data_pipelines.importers import jat  # pylint: disable=g-import-not-at-top
     if not jat_config:
@@ -76,6 +85,8 @@ def import_dataset(format: str, source: str, name: str, data_dir: str, *, jat_co
     builder = minari.import_minari(source, name, data_dir, mapping, minari_root)
   else:
     raise ValueError(f"unknown import format {format!r}; expected one of {FORMATS}")
-  splits = builder.info.splits
-  return (f"{name}: {builder.info.metadata.get('kind')} dataset, {splits['train'].num_examples} train + "
-          f"{splits['validation'].num_examples} validation examples -> {builder.data_dir}")
+  splits, meta = builder.info.splits, builder.info.metadata
+  scores = (f"; scores normalised by expert {meta['expert_return']:.4g}, random {meta['random_return']:.4g} "
+            f"({meta['score_reference']})" if meta.get("score_reference") else "")
+  return (f"{name}: {meta.get('kind')} dataset, {splits['train'].num_examples} train + "
+          f"{splits['validation'].num_examples} validation examples -> {builder.data_dir}{scores}")

@@ -60,15 +60,19 @@ def _step_array(rows_column) -> np.ndarray:
   return np.stack([np.asarray(v) for v in rows_column]) if len(rows_column) else np.zeros((0,))
 
 
-def _column_range(dataset, column: str) -> tuple[float, float]:
-  """Min and max of a numeric list column over every row (Arrow compute; no row is decoded)."""
+def _column_range(dataset, column: str, size: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-element min and max of a numeric list column (`size` values a step) over every row (Arrow
+  flattens it; no row is decoded into Python)."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   import pyarrow.compute as pc  # pylint: disable=g-import-not-at-top
   values = dataset.data.column(column)
   while pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
     values = pc.list_flatten(values)
-  extremes = pc.min_max(values)
-  return float(extremes["min"].as_py()), float(extremes["max"].as_py())
+  flat = values.to_numpy().astype(np.float64)
+  if flat.size % size:  # ragged rows: their per-element meaning is unclear, one range for all
+    return (float(flat.min()),), (float(flat.max()),)
+  flat = flat.reshape(-1, size)
+  return tuple(flat.min(0).tolist()), tuple(flat.max(0).tolist())
 
 
 def leaves(dataset, scan_rows: int = 20) -> list[Leaf]:
@@ -86,7 +90,7 @@ def leaves(dataset, scan_rows: int = 20) -> list[Leaf]:
     dtype = "uint8" if column == "image_observations" else (
         "int64" if stacked.dtype.kind in "iu" else "float32")
     low, high = ((float(stacked.min()), float(stacked.max())) if column == "image_observations"
-                 else _column_range(dataset, column))
+                 else _column_range(dataset, column, int(np.prod(stacked.shape[1:], dtype=np.int64))))
     out.append(Leaf(column, dtype, stacked.shape[1:], low=low, high=high))
   return out
 

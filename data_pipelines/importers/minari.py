@@ -97,9 +97,9 @@ def _evaluation_env_spec(dataset):
   return spec
 
 
-def _random_return(metadata: dict, episodes: int) -> float:
+def _random_return(name: str, metadata: dict, episodes: int) -> float:
   from gato_jax.envs import control, recorded  # pylint: disable=g-import-not-at-top
-  task = recorded.task_from_metadata("minari_import", metadata)
+  task = recorded.task_from_metadata(name, metadata)  # the task's name must be its spec's: the dataset's
   returns = [e["episode_return"] for _, e in control.generate_episodes(task, episodes, 0, "returns", policy="random")]
   return float(np.mean(returns))
 
@@ -147,7 +147,7 @@ def import_minari(dataset_id: str, name: str, data_dir: str, mapping: Any = None
                  score_reference="minari ref_min_score/ref_max_score")
     else:
       out.update(expert_return=out["dataset_return_mean"],
-                 random_return=_random_return(out, RANDOM_EPISODES) if env_spec is not None else float("nan"),
+                 random_return=_random_return(name, out, RANDOM_EPISODES) if env_spec is not None else float("nan"),
                  score_reference=f"expert: mean return of the imported episodes; random: {RANDOM_EPISODES} "
                                  "random-policy episodes in the recorded env (the dataset has no reference scores)")
     return out

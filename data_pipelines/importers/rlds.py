@@ -7,9 +7,12 @@ Nothing is copied: `DATA_DIR/NAME/gato_source.json` records the dataset's path, 
 TaskSpec, and gato_jax.data.foreign streams the episodes from the original files. Step fields under
 `observation/` keep their names; step-level text (`language_instruction`) becomes an observation text
 field; `action` (a tensor, or a dict of tensors concatenated in key order) is the action, its bounds
-[-1, 1] when the data stays inside, else the range seen in the first `scan_episodes` episodes
-(clipped); precomputed language embeddings and `discount` are dropped. The final RLDS step holds only
-the last observation, so it is dropped (override `last_step` for datasets whose last step acts).
+per element [-1, 1] where the data stays inside, else the range seen in the first `scan_episodes`
+episodes (clipped); precomputed language embeddings and `discount` are dropped. The final RLDS step
+holds only the last observation, so it is dropped (override `last_step` for datasets whose last step
+acts). Scalar and bool fields become (), images declared (None, None, C) are mapped frame by frame
+(`resize` to the first frame's size rounded up to 16, or `--image_size`). Every episode is validated
+before the link is written.
 """
 
 import os
@@ -20,8 +23,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from gato_jax import episodes
 from gato_jax.data import foreign, sources
 from gato_jax.data.mapping import EpisodeMapping, Leaf, infer
+from gato_jax.episodes import PATCH_SIZE
 
 FLAGS = ("is_first", "is_last", "is_terminal", "discount")
 
@@ -46,11 +51,20 @@ def _flatten(tree, prefix: str = "") -> dict:
   return {prefix[:-1]: tree}
 
 
+def _image_paths(features, prefix: str = "") -> list[str]:
+  return [p for key, sub in features.items()
+          for p in (_image_paths(sub, f"{prefix}{key}/") if isinstance(sub, tfds.features.FeaturesDict)
+                    else [f"{prefix}{key}"] if isinstance(sub, tfds.features.Image) else [])]
+
+
 def step_leaves(builder, scan_episodes: int = 20) -> list[Leaf]:
-  """The step fields the FeaturesDict declares, with the numeric ranges of the first episodes."""
-  infos = _flatten(builder.info.features["steps"].feature.get_tensor_info())
+  """The step fields the FeaturesDict declares, with the per-element numeric ranges of the first
+  episodes; an image of undeclared size (None, None, C) gets the size of its first frame."""
+  step_features = builder.info.features["steps"].feature
+  infos = _flatten(step_features.get_tensor_info())
   numeric = [p for p, i in infos.items() if i.tf_dtype != tf.string and len(i.shape) < 2]
-  low, high = {}, {}
+  unsized = [p for p in _image_paths(step_features) if None in tuple(infos[p].shape)[:2]]
+  low, high, sample = {}, {}, {}
   skip = foreign.skip_decoders(builder.info.features)
   split = "train" if "train" in builder.info.splits else next(iter(builder.info.splits))
   ds = builder.as_dataset(split=split, decoders=skip).take(scan_episodes)
@@ -58,13 +72,22 @@ def step_leaves(builder, scan_episodes: int = 20) -> list[Leaf]:
     for batch in example["steps"].batch(sources.MAX_EPISODE_STEPS).take(1):  # none for an empty episode
       values = _flatten(batch)
       for p in numeric:
-        v = values[p].numpy()
-        low[p] = min(low.get(p, np.inf), float(v.min()))
-        high[p] = max(high.get(p, -np.inf), float(v.max()))
+        v = values[p].numpy().astype(np.float64)
+        v = np.where(np.isfinite(v), v, np.nan).reshape(len(v), -1)  # fmin / fmax skip NaN: a bad value
+        low[p] = np.fmin(low.get(p, np.nan), np.fmin.reduce(v, 0))  # is the validator's to name, not
+        high[p] = np.fmax(high.get(p, np.nan), np.fmax.reduce(v, 0))  # the bounds' to absorb
+      for p in unsized:
+        if p not in sample:  # skipped decoding: the encoded bytes of each frame
+          sample[p] = tuple(tf.io.decode_image(values[p][0], expand_animations=False).shape)
   leaves = []
   for p, info in sorted(infos.items()):
     dtype = "string" if info.tf_dtype == tf.string else np.dtype(info.np_dtype).name
-    leaves.append(Leaf(p, dtype, tuple(info.shape), low=low.get(p), high=high.get(p)))
+    bounds = {k: tuple(float(x) for x in d[p]) for k, d in (("low", low), ("high", high)) if p in d}
+    if p in unsized:
+      shape = sample.get(p) or (PATCH_SIZE, PATCH_SIZE, info.shape[-1])
+      leaves.append(Leaf(p, dtype, shape, sized=False))
+    else:
+      leaves.append(Leaf(p, dtype, tuple(info.shape), **bounds))
   return leaves
 
 
@@ -99,12 +122,28 @@ def inspect(path: str, overrides=None, name: str = "", scan_episodes: int = 20) 
   return f"RLDS dataset {builder.data_dir} ({builder.info.splits})\n" + mapping.describe(name or builder.name)
 
 
+def check_episodes_of(source: foreign.RldsSource, split: str, limit: Optional[int] = None) -> int:
+  """Reads `split` through the mapping and validates every episode (the first `limit` when given) in
+  NumPy; returns the number checked. A bad one raises EpisodeError naming the dataset, the episode's
+  index in its TFDS split, the step and the field."""
+  checked = 0
+  ds = source.get_dataset(split, shuffle=False, checked=False)
+  for example in tfds.as_numpy(ds.take(limit) if limit is not None else ds):
+    where = f"{int(example['episode_id'])} of {source.split_map[split].split('[')[0]!r}"
+    try:
+      episodes.validate_episode(example, source.spec, episode_id=where)
+    except episodes.EpisodeError as e:
+      raise episodes.EpisodeError(f"dataset {source.name!r} (RLDS {source.path}): {e}") from None
+    checked += 1
+  return checked
+
+
 def import_rlds(path: str, name: str, data_dir: str, mapping: Any = None, splits: Optional[dict] = None,
-                domain: str = "rlds", scan_episodes: int = 20, check_episodes: int = 8) -> str:
+                domain: str = "rlds", scan_episodes: int = 20, check_episodes: Optional[int] = None) -> str:
   """Links the RLDS dataset at `path` as control dataset `name` of `data_dir` (no copy); returns the
   link file. `mapping`: overrides of the inferred mapping (dict, JSON text or a JSON file path).
-  The first `check_episodes` episodes of each split are read through the mapping and checked before
-  the link is written; the rest are checked as training streams them."""
+  Every episode of both splits (the first `check_episodes` of each when given) is read through the
+  mapping and checked before the link is written; training checks each episode again as it streams."""
   if sources.dataset_exists(name, data_dir):
     raise ValueError(f"dataset {name!r} is already built in {data_dir}; choose another name")
   version_dir = resolve_version_dir(path)
@@ -116,12 +155,11 @@ def import_rlds(path: str, name: str, data_dir: str, mapping: Any = None, splits
           "splits": splits or default_splits(builder), "expert_return": None, "random_return": None,
           "description": f"RLDS dataset {builder.name} read in place from {version_dir}."}
   source = foreign.RldsSource(name, version_dir, episode_mapping, spec, link["splits"])
+  counts = {}
   for split in ("train", "validation"):
     try:
-      for _ in source.get_dataset(split, shuffle=False).take(check_episodes):
-        pass
-    except tf.errors.OpError as e:
-      message = (e.message[e.message.find("malformed episode"):] if "malformed episode" in e.message
-                 else f"dataset {name!r}: {e.message}").splitlines()[0]
-      raise ValueError(message) from None
+      counts[split] = check_episodes_of(source, split, check_episodes)
+    except tf.errors.OpError as e:  # an unreadable file or record: TF's first line names it
+      raise ValueError(f"dataset {name!r} (RLDS {version_dir}), split {split}: {e.message.splitlines()[0]}") from None
+  link["checked_episodes"] = counts
   return foreign.write_link(data_dir, name, link)

@@ -7,12 +7,12 @@ conversion that stops on a malformed episode leaves nothing that `gato-data list
 
 import os
 import shutil
-import tempfile
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_pipelines import local_builder
 from data_pipelines.local_builder import LocalBuilder
 from gato_jax import episodes
 from gato_jax.data import sources
@@ -72,8 +72,7 @@ def write_dataset(name: str, data_dir: str, features, splits: Mapping[str, Calla
   existed = os.path.exists(root)
   builder = Importer(data_dir=sources.expand_data_dir(data_dir), num_train=0, num_validation=1)
   try:
-    with tempfile.TemporaryDirectory() as downloads:  # nothing is downloaded; keep data_dir clean
-      builder.download_and_prepare(download_dir=downloads)
+    local_builder.prepare(builder)
   except BaseException:
     if not existed:  # TFDS removed its incomplete.* folder; drop the empty dataset folder it leaves
       shutil.rmtree(root, ignore_errors=True)

@@ -29,7 +29,6 @@ from gato_jax.episodes import TaskSpec
 LINK_FILE = sources.LINK_FILE
 FORMATS = ("rlds",)
 LINK_KEYS = ("format", "path", "kind", "task_spec", "mapping", "splits")
-EPISODE_ID_BUCKETS = (1 << 62) - 1
 
 
 def link_path(data_dir: str, name: str) -> str:
@@ -107,7 +106,10 @@ class RldsSource(seqio.TfdsDataSource):
     self._checked = True
 
   def get_dataset(self, split: Optional[str] = None, shuffle: bool = True, seed: Optional[int] = None,
-                  shard_info: Optional[seqio.ShardInfo] = None, **kwargs) -> tf.data.Dataset:
+                  shard_info: Optional[seqio.ShardInfo] = None, checked: bool = True,
+                  **kwargs) -> tf.data.Dataset:
+    """Mapped episodes; `checked=False` leaves out the in-graph checks (the importer validates every
+    episode in NumPy instead, with one-line errors)."""
     del seed, kwargs  # the file order is seeded by the name (see sources.TfdsSource)
     split = split or "train"
     if split not in self.split_map:
@@ -120,8 +122,28 @@ class RldsSource(seqio.TfdsDataSource):
         if shard_info else None)
     ds = builder.as_dataset(split=self.split_map[split], shuffle_files=shuffle, read_config=read_config,
                             decoders=skip_decoders(builder.info.features, self.mapping.sources()))
-    return ds.map(lambda ex: foreign_episode(ex, self.mapping, self.spec, self.name, split),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    index = episode_index_fn(builder)
+    return ds.map(lambda ex: foreign_episode(ex, self.mapping, self.spec, self.name, split, index(ex["tfds_id"]),
+                                             checked), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def episode_index_fn(builder):
+  """tfds_id (`<file>__<record>`) -> the episode's index in its TFDS split (file offsets from the
+  split's shard lengths), which is how errors name an episode (a record id means nothing to a user)."""
+  keys, offsets = [], []
+  for info in builder.info.splits.values():
+    start = 0
+    for filename, length in zip(info.filenames, info.shard_lengths):
+      keys.append(posixpath.basename(filename))
+      offsets.append(start)
+      start += int(length)
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.constant(offsets, tf.int64)), -1)
+
+  def index(tfds_id):
+    parts = tf.strings.split(tfds_id, "__")
+    return table.lookup(parts[0]) + tf.strings.to_number(parts[-1], tf.int64)
+  return index
 
 
 def _leaf_paths(tree, prefix: str = "") -> list[str]:
@@ -131,7 +153,8 @@ def _leaf_paths(tree, prefix: str = "") -> list[str]:
 
 
 def skip_decoders(features, used: Sequence[str] = ()) -> Optional[dict]:
-  """SkipDecoding for every step image not in `used` (OXE datasets carry several cameras)."""
+  """SkipDecoding for every step image not in `used` (OXE datasets carry several cameras), and for
+  images of undeclared size (frames of different sizes do not batch; map_encoded_frames decodes them)."""
   used = set(used)
 
   def walk(feature, prefix):
@@ -142,8 +165,8 @@ def skip_decoders(features, used: Sequence[str] = ()) -> Optional[dict]:
         inner = walk(sub, path + "/")
         if inner:
           out[key] = inner
-      elif isinstance(sub, tfds.features.Image) and path not in used:
-        out[key] = tfds.decode.SkipDecoding()
+      elif isinstance(sub, tfds.features.Image) and (path not in used or None in tuple(sub.shape)[:2]):
+        out[key] = tfds.decode.SkipDecoding()  # unused, or of undeclared size: decoded frame by frame
     return out
 
   steps = walk(features["steps"].feature, "")
@@ -152,8 +175,8 @@ def skip_decoders(features, used: Sequence[str] = ()) -> Optional[dict]:
 
 @tf.autograph.experimental.do_not_convert
 def foreign_episode(example: Mapping[str, Any], mapping: EpisodeMapping, spec: TaskSpec, dataset: str,
-                    split: str) -> dict:
-  """An RLDS episode -> {"steps": dense checked steps in spec's layout, "episode_id": int64}."""
+                    split: str, index, checked: bool = True) -> dict:
+  """An RLDS episode -> {"steps": dense (checked) steps in spec's layout, "episode_id": its index}."""
   steps_ds = example["steps"]
   empty = tf.nest.map_structure(lambda s: tf.zeros([0] + s.shape.as_list(), s.dtype), steps_ds.element_spec)
   raw = steps_ds.batch(sources.MAX_EPISODE_STEPS).concatenate(
@@ -161,11 +184,9 @@ def foreign_episode(example: Mapping[str, Any], mapping: EpisodeMapping, spec: T
   steps = map_steps_tf(mapping, raw)
   sources.check_structure(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), steps),
                           spec, dataset)
-  # Errors name the episode by its file and record (tfds_id); the int64 id hashes it: distinct
-  # episodes get distinct ids, which prompt pairing needs.
-  episode_id = tf.strings.to_hash_bucket_fast(example["tfds_id"], EPISODE_ID_BUCKETS)
-  return {"steps": sources.check_episode(steps, spec, dataset, split, example["tfds_id"]),
-          "episode_id": episode_id}
+  # The index in the split is distinct per episode, which prompt pairing needs of an episode_id.
+  return {"steps": sources.check_episode(steps, spec, dataset, split, index) if checked else steps,
+          "episode_id": index}
 
 
 def map_image_tf(frames: tf.Tensor, field: FieldMap) -> tf.Tensor:
@@ -184,6 +205,15 @@ def map_image_tf(frames: tf.Tensor, field: FieldMap) -> tf.Tensor:
   return tf.image.resize_with_crop_or_pad(tf.cast(frames, tf.uint8), height, width)
 
 
+def map_encoded_frames(encoded: tf.Tensor, field: FieldMap) -> tf.Tensor:
+  """[T] encoded frames of undeclared, possibly varying size (left undecoded by skip_decoders, so the
+  steps batch) -> [T, h, w, 3] uint8, each decoded and mapped on its own."""
+  def one(frame):
+    return map_image_tf(tf.io.decode_image(frame, channels=3 if field.channels == "rgb" else 0,
+                                           expand_animations=False)[None], field)[0]
+  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(field.shape, tf.uint8))
+
+
 def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
   """Dense source steps -> the episode format (mapping.map_steps in TensorFlow), last step dropped
   when the mapping says the final RLDS step holds only the last observation."""
@@ -191,12 +221,14 @@ def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
 
   def field_value(field: FieldMap):
     value = get_path(raw, field.source)
+    if field.modality == "image" and value.dtype == tf.string:
+      return map_encoded_frames(value, field)
     if field.modality == "image":
       return map_image_tf(value, field)
     if field.modality == "text":
       return value
     dtype = tf.int32 if field.modality == "discrete" else tf.float32
-    return tf.reshape(tf.cast(value, dtype), tf.concat([[length], field.shape], 0))
+    return tf.reshape(tf.cast(value, dtype), [length, *field.shape])  # a list: () is a scalar field's shape
 
   observation = nest((target, field_value(field)) for target, field in mapping.observation.items())
   a = mapping.action
@@ -204,7 +236,7 @@ def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
   flat = tf.concat([tf.reshape(tf.cast(get_path(raw, p), dtype), [length, -1]) for p in a.sources], 1)
   if a.clip:
     flat = tf.clip_by_value(flat, tf.constant(a.low, tf.float32), tf.constant(a.high, tf.float32))
-  steps = {"observation": observation, "action": tf.reshape(flat, tf.concat([[length], a.shape], 0)),
+  steps = {"observation": observation, "action": tf.reshape(flat, [length, *a.shape]),
            "reward": (tf.reshape(tf.cast(get_path(raw, mapping.reward), tf.float32), [length])
                       if mapping.reward else tf.zeros([length], tf.float32))}
   for key in ("is_first", "is_last", "is_terminal"):

@@ -59,8 +59,18 @@ def map_field(value, field: FieldMap, length: int):
       np.prod(field.shape, dtype=np.int64)) else value.astype(dtype)
 
 
+def _steps(value, source: str, length: int):
+  """`value` when it has one entry per step, else a ValueError naming the source field (a JAT column,
+  a Minari space path) and both counts."""
+  if len(value) != length:
+    raise ValueError(f"field {source!r} has {len(value)} steps, expected {length} (one per step, like the "
+                     "reward's)")
+  return value
+
+
 def map_action(values: Sequence[np.ndarray], action: ActionMap, length: int) -> np.ndarray:
-  flat = np.concatenate([np.asarray(v).reshape(length, -1) for v in values], axis=1)
+  flat = np.concatenate([np.asarray(_steps(v, p, length)).reshape(length, -1)
+                         for v, p in zip(values, action.sources)], axis=1)
   if action.kind == "continuous":
     flat = flat.astype(np.float32)
     if action.clip:
@@ -72,7 +82,8 @@ def map_action(values: Sequence[np.ndarray], action: ActionMap, length: int) -> 
 
 def map_fields(observation_map: Mapping[str, FieldMap], get: Callable[[str], Any], length: int) -> dict:
   """The nested observation of `length` steps; `get(path)` returns a source field's [T, ...] values."""
-  return nest((target, map_field(get(field.source), field, length)) for target, field in observation_map.items())
+  return nest((target, map_field(_steps(get(field.source), field.source, length), field, length))
+              for target, field in observation_map.items())
 
 
 def map_steps(mapping: EpisodeMapping, get: Callable[[str], Any], length: int) -> dict:

@@ -36,9 +36,27 @@ class Leaf:
   dtype: str  # a NumPy dtype name, or "string"
   shape: tuple[int, ...] = ()
   num_values: int = 0  # integers with a known space (gymnasium Discrete / MultiDiscrete max)
-  low: Optional[float] = None  # declared (gymnasium Box) or observed minimum
-  high: Optional[float] = None
+  # Declared (gymnasium Box) or observed minimum / maximum: one number for the whole field, or one per
+  # element (flattened) so that a gripper's [0, 1] does not widen the bounds of a 5 cm arm delta.
+  low: Optional[float | tuple[float, ...]] = None
+  high: Optional[float | tuple[float, ...]] = None
   declared: bool = False  # low / high come from a declared space, not from the data
+  sized: bool = True  # False: an image whose sides the source leaves undeclared (shape: a sample frame's)
+
+  def bounds(self, size: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(low, high) per element of the flattened field, or None when unknown."""
+    if self.low is None or self.high is None:
+      return None
+
+    def per_element(value, reduce):
+      value = np.asarray(value, np.float64).reshape(-1)
+      return value.copy() if value.size == size else np.full(size, reduce(value))
+    return per_element(self.low, np.min), per_element(self.high, np.max)
+
+  def extremes(self) -> tuple[Optional[float], Optional[float]]:
+    """The smallest low and the largest high (None when unknown)."""
+    return tuple(None if v is None else float(f(np.asarray(v, np.float64)))
+                 for v, f in ((self.low, np.min), (self.high, np.max)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,19 +253,22 @@ def field_for(leaf: Leaf, image_size: Optional[Sequence[int]] = None) -> FieldMa
   if dtype == "string":
     return FieldMap(leaf.path, "text") if not shape else f"strings of shape {shape} (one string per step)"
   is_uint8_frame = dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)))
-  if is_uint8_frame and min(shape[:2]) >= PATCH_SIZE:
+  if is_uint8_frame and (not leaf.sized or min(shape[:2]) >= PATCH_SIZE):
     channels = "rgb" if len(shape) == 3 and shape[2] == 3 else ("last" if len(shape) == 3 and
                                                                  shape[2] == 4 else "gray")
     height, width = image_size or (_round_up(shape[0]), _round_up(shape[1]))
     fits = (height, width) == tuple(shape[:2])
     policy = "resize" if image_size and not fits else ("center_crop" if height < shape[0] else "pad")
+    if not leaf.sized:  # frames of any size: each is resized, so every one shows the whole view
+      policy = "resize"
     return FieldMap(leaf.path, "image", (height, width, 3), image_policy="resize" if fits else policy,
                     channels=channels)
   if dtype == "bool":
     return FieldMap(leaf.path, "discrete", shape, num_values=2)
+  low, high = leaf.extremes()
   if np.issubdtype(np.dtype(dtype), np.integer):
-    n = leaf.num_values or (int(leaf.high) + 1 if leaf.high is not None else 0)
-    if (leaf.low is not None and leaf.low < 0) or n > MAX_DISCRETE or n == 0:
+    n = leaf.num_values or (int(high) + 1 if high is not None else 0)
+    if (low is not None and low < 0) or n > MAX_DISCRETE or n == 0:
       return FieldMap(leaf.path, "continuous", shape)  # a count or id beyond the discrete range
     return FieldMap(leaf.path, "discrete", shape, num_values=max(n, 2))
   if np.issubdtype(np.dtype(dtype), np.number):
@@ -265,7 +286,7 @@ def action_for(leaves: Sequence[Leaf]) -> ActionMap:
   integer = [np.issubdtype(np.dtype(l.dtype), np.integer) for l in leaves if l.dtype != "string"]
   if len(leaves) == 1 and integer == [True]:
     leaf = leaves[0]
-    n = leaf.num_values or (int(leaf.high) + 1 if leaf.high is not None else 0)
+    n = leaf.num_values or (int(leaf.extremes()[1]) + 1 if leaf.high is not None else 0)
     if n <= 0:
       raise ValueError(f"action {leaf.path!r}: integer actions need their number of values; "
                        'override with {"action": {"num_values": [N]}}')
@@ -278,20 +299,19 @@ def action_for(leaves: Sequence[Leaf]) -> ActionMap:
   low, high, clip = [], [], False
   for leaf, size in zip(leaves, sizes):
     if leaf.dtype == "bool":
-      lo, hi = 0.0, 1.0
-    elif leaf.low is None or leaf.high is None:
+      lo, hi = np.zeros(size), np.ones(size)
+    elif leaf.bounds(size) is None:
       raise ValueError(f"action {leaf.path!r}: no bounds known; override with "
                        '{"action": {"low": [...], "high": [...]}}')
     else:
-      lo, hi = float(leaf.low), float(leaf.high)
-      if not leaf.declared and not (lo >= -1.0 and hi <= 1.0):
-        clip = True  # observed, not declared: unseen episodes may go a little beyond
-      elif not leaf.declared:
-        lo, hi = -1.0, 1.0
-    if hi <= lo:
-      hi = lo + 1.0
-    low += [lo] * size
-    high += [hi] * size
+      lo, hi = leaf.bounds(size)
+      if not leaf.declared:  # per element: [-1, 1] where the data stays inside, else the range seen
+        inside = (lo >= -1.0) & (hi <= 1.0)
+        lo[inside], hi[inside] = -1.0, 1.0
+        clip = clip or not inside.all()  # observed, not declared: unseen episodes may go a little beyond
+    hi = np.where(hi <= lo, lo + 1.0, hi)
+    low += [float(v) for v in lo]
+    high += [float(v) for v in hi]
   return ActionMap(paths, "continuous", shape, (), tuple(low), tuple(high), clip)
 
 
@@ -337,6 +357,7 @@ def gym_leaves(space, path: str) -> list[Leaf]:
   if kind == "Box":
     low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
     finite = bool(np.isfinite(low).all() and np.isfinite(high).all())
-    return [Leaf(path, np.dtype(space.dtype).name, tuple(space.shape), low=float(low.min()) if finite else None,
-                 high=float(high.max()) if finite else None, declared=finite)]
+    return [Leaf(path, np.dtype(space.dtype).name, tuple(space.shape),
+                 low=tuple(low.reshape(-1).tolist()) if finite else None,
+                 high=tuple(high.reshape(-1).tolist()) if finite else None, declared=finite)]
   raise ValueError(f"{path}: unsupported gymnasium space {space!r}")

@@ -201,3 +201,25 @@ def check_sequence_length(mixture_name: str, names: Iterable[str], length: int,
     if length + 1 < need:
       raise ValueError(f"mixture {mixture_name!r}: sequence length {length} is too short for {what} "
                        f"of task {name!r}; raise config.data.sequence_length to at least {need - 1}")
+
+
+def check_image_tokens(mixture_name: str, names: Iterable[str], max_image_tokens: int,
+                       datasets: Mapping[str, DatasetRef], data_dir: Optional[str] = None) -> None:
+  """Refuses a model that encodes fewer image patches per sequence (config.model.max_image_tokens; 0:
+  none, -1: all) than one timestep of a task holds: the positions it leaves unencoded are NaN, and
+  training would stop at its first step with a NaN loss instead of naming the cause."""
+  if max_image_tokens < 0:
+    return
+  for name in names:
+    ref = datasets.get(name)
+    if ref is None or ref.kind != "control":
+      continue
+    spec = ref.spec if ref.spec is not None else sources.read_task_spec(name, data_dir)
+    images = {p: f.size for p, f in spec.observation_fields() if f.modality == "image"}
+    if sum(images.values()) > max_image_tokens:
+      fields = ", ".join(f"observation/{p} ({n} patches)" for p, n in sorted(images.items()))
+      raise ValueError(f"mixture {mixture_name!r}: task {name!r} has images ({fields}) but "
+                       f"config.model.max_image_tokens={max_image_tokens} encodes "
+                       f"{'none' if max_image_tokens == 0 else f'only {max_image_tokens} per sequence'}; "
+                       f"set --config.model.max_image_tokens=-1 (every image position) or at least "
+                       f"{sum(images.values())}")

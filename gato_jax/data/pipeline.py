@@ -56,6 +56,14 @@ def _prepare(config, datasets) -> tuple[seqio.Mixture, dict[str, DatasetRef]]:
   return mixture, refs
 
 
+def check_model_fits(config, datasets=None) -> None:
+  """Refuses, before training, a model config that cannot see what config.data.mixture holds (images
+  without image tokens), naming the task and the key to change; gato-train calls it."""
+  mixture, refs = _prepare(config, datasets)
+  mixtures.check_image_tokens(mixture.name, mixtures.task_names(mixture),
+                              int(config.model.get("max_image_tokens", -1)), refs, config.data.data_dir)
+
+
 def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
   options = tf.data.Options()
   options.deterministic = True  # the same (seed, shard) must give the same batches

@@ -244,6 +244,21 @@ def _assert_none(bad, prefix: str, field: str, expected: str, episode_id):
                               f"field {field}: {expected}"], summarize=4)
 
 
+def malformed_episode_line(error: BaseException) -> Optional[str]:
+  """The failure of check_episode's in-graph assertions as one line ("malformed episode: dataset d,
+  split s, episode 9, step 1, field f: what was expected"), without tf.Assert's brackets, node names
+  and traceback; None for any other error."""
+  text = str(getattr(error, "message", error))
+  start = text.find("[malformed episode:")
+  if start < 0:
+    return None
+  parts = text[start:].splitlines()[0].strip()[1:-1].split("] [")
+  head, rest = parts[0].rstrip(","), parts[1:]
+  field = rest.pop() if rest and rest[-1].startswith("field ") else ""
+  pairs = [f"{rest[i]} {rest[i + 1]}" for i in range(0, len(rest) - 1, 2)]
+  return ", ".join([head] + pairs + ([field] if field else []))
+
+
 def check_episode(steps: Mapping[str, Any], spec: TaskSpec, dataset: str, split: str, episode_id) -> dict:
   """Dynamic checks of dense steps; returns the steps with the assertions attached."""
   # No quotes in these messages: tf.debugging.Assert escapes them in the error it raises.

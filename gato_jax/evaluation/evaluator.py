@@ -25,6 +25,7 @@ from gato_jax.tokenizers import VocabLayout
 
 # Model keys that change how the model runs or was initialised, not the parameters it has: they may
 # differ between the training config and the evaluation config.
+MAX_LISTED = 12  # datasets named in an "unknown task" error (a data_dir may hold 170)
 RUNTIME_MODEL_KEYS = ("dropout_rate", "scan_layers", "remat_policy", "dtype", "attention_impl",
                       "max_image_tokens", "continuous_init")
 
@@ -91,11 +92,18 @@ class Evaluator:
     self.layout = VocabLayout.from_config(config.vocab)
     self.data_dir = os.path.expanduser(config.data.data_dir)
     self.task_names = list(tasks) if tasks is not None else resolve_tasks(config)
-    self.datasets = ({n: datasets.load_control_dataset(n, self.data_dir) for n in self.task_names}
-                     if load_data else {})
+    # Imported datasets without a simulator (RLDS, JAT) get offline validation only; names not in the
+    # data_dir are left to load_control_dataset's message.
+    from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+    refs = sources.discover_datasets(self.data_dir) if load_data else {}
+    self.offline_only = [n for n in self.task_names if n in refs and refs[n].kind == "control"
+                         and not can_roll_out(n, refs[n], self.data_dir)]
+    self.datasets = ({n: datasets.load_control_dataset(n, self.data_dir) for n in self.task_names
+                      if n not in self.offline_only} if load_data else {})
     self._text_tokenizer = None
     self._model_def = None
-    images = any(f.modality == "image" for d in self.datasets.values() for _, f in d.spec.observation_fields())
+    specs = [d.spec for d in self.datasets.values()] + [refs[n].spec for n in self.offline_only]
+    images = any(f.modality == "image" for spec in specs for _, f in spec.observation_fields())
     if config.model.get("max_image_tokens", -1) >= 0 and (images or (config.eval.captions and load_data
                                                                       and self._captions_built())):
       # Training may cap the image tokens it encodes per sequence; acting feeds other chunk shapes, so
@@ -211,14 +219,18 @@ class Evaluator:
                               "eval_config": e.to_dict(), "tasks": {}}
     gif_requests = []
     for name in self.task_names:
+      if name in self.offline_only:
+        continue
       report["tasks"][name], gif = self.online(model, name)
       if gif:
         gif_requests.append(gif)
     gif_job = replay.GifJob(gif_requests)  # renders in a child process while the offline part runs
-    report["summary"] = scores.summarize(report["tasks"])
-    if e.offline:
+    if report["tasks"]:  # none when every task is imported without a simulator (offline only)
+      report["summary"] = scores.summarize(report["tasks"])
+    offline_names = self.task_names if e.offline else self.offline_only
+    if offline_names:
       report["offline"] = offline.validation_metrics(
-          model, self.config, self.task_names, batch_size=int(e.offline_batch_size),
+          model, self.config, offline_names, batch_size=int(e.offline_batch_size),
           max_batches=int(e.offline_batches), seed=int(e.seed))
     if e.captions and self._captions_built():
       report["captions"] = offline.caption_evaluation(
@@ -301,8 +313,10 @@ def resolve_tasks(config) -> list[str]:
   known = sorted(n for n, r in refs.items() if r.kind == "control")
   unknown = [n for n in names if n not in known]
   if unknown:
+    shown = ", ".join(known[:MAX_LISTED]) + (f" and {len(known) - MAX_LISTED} more (gato-data list)"
+                                             if len(known) > MAX_LISTED else "")
     raise EvaluationError(f"unknown task(s) {unknown}: the control datasets in {config.data.data_dir} are "
-                          f"{', '.join(known) or 'none'} (build or import them with gato-data)")
+                          f"{shown or 'none'} (build or import them with gato-data)")
   if not names:
     raise EvaluationError(f"config.data.mixture={config.data.mixture!r} has no control task to roll out; "
                           "set --config.eval.tasks=<task>[,<task>...]")
@@ -320,10 +334,11 @@ def mixture_control_tasks(config, refs) -> list[str]:
   control = [n for n in names if n in refs and refs[n].kind == "control"]
   playable = [n for n in control if can_roll_out(n, refs[n], config.data.data_dir)]
   if len(playable) < len(control):
-    logging.warning("Not rolling out %s: no simulator is known for them (imported without a recorded "
-                    "environment; register a ControlTask with that name to evaluate them online).",
-                    sorted(set(control) - set(playable)))
-  return playable
+    logging.warning("Validation loss and action accuracy only for %s: no simulator is known for them "
+                    "(imported without a recorded environment; register a ControlTask with that name to "
+                    "evaluate them online).", sorted(set(control) - set(playable)))
+  return control
+
 
 
 def can_roll_out(name: str, ref, data_dir: str) -> bool:
