@@ -21,6 +21,7 @@ Chip figures: gato_jax/aot/topology.py (Google's published per-chip numbers).
 Writes bench/results/fit_table.json and .md.
 """
 
+import json
 import os
 import runpy
 import sys
@@ -46,13 +47,18 @@ REMAT_FLOPS = {"none": 1.0, "full": 4 / 3}  # dots-saveable policies recompute n
 flags.DEFINE_list("rows", [], "preset@topology[@slices] rows to run (default: every row)")
 flags.DEFINE_string("out_dir", "bench/results", "where fit_table.json / .md go")
 flags.DEFINE_string("name", "fit_table", "results file name")
+flags.DEFINE_bool("markdown_only", False, "rewrite the markdown from the JSON and exit")
+flags.DEFINE_bool("keep_existing", False, "keep the rows already in <out_dir>/<name>.json that this run "
+                  "does not redo")
 FLAGS = flags.FLAGS
 
 
-def preset(name: str):
+def preset(name: str, num_slices: int = 1):
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", f"{name}.py")
   config = runpy.run_path(path)["get_config"]()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1  # the presets' FSDP over the slice
+  # The presets' FSDP over each slice; across slices (DCN) pure data parallelism.
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = num_slices, -1, 1
+  config.mesh.dcn_axis = "data"
   return config
 
 
@@ -80,7 +86,9 @@ def largest_batch(config, target, devices) -> tuple[int, list, object]:
     tried.append((start, peak / check.GIB, fit is not None))
   if fit is None:
     return 0, tried, None
-  second, peak2 = fits[2 * start] = _try(config, target, devices, 2 * start)
+  if 2 * start not in fits:
+    fits[2 * start] = _try(config, target, devices, 2 * start)
+  second, peak2 = fits[2 * start]
   tried.append((2 * start, peak2 / check.GIB, second is not None))
   slope = max((peak2 - peak) / start, 1.0)
   guess = max(start, int(start + (target.chip.hbm_bytes * 0.97 - peak) // slope))
@@ -117,7 +125,7 @@ def roofline(fit: check.FitReport, target: topology.Target) -> dict:
 def run_row(name: str, topology_name: str, slices: int) -> dict:
   target = topology.parse(topology_name, slices)
   devices = topology.compile_only_devices(target)
-  config = preset(name)
+  config = preset(name, slices)
   preset_per_chip = config.batch_size / target.chips
   started = time.perf_counter()
   best, tried, train = largest_batch(config, target, devices)
@@ -135,23 +143,32 @@ def run_row(name: str, topology_name: str, slices: int) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-  lines = ["| preset | target | chips | largest batch / chip | train step GiB / chip (of HBM) | act GiB | "
-           "eval GiB | compile s (train) | collectives / step / chip | est. step s | est. MFU | bound |",
-           "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
+  lines = ["| preset | target | chips | preset's batch / chip: GiB | largest batch / chip | train step GiB / chip (of HBM) | act GiB | "
+           "eval GiB | compile s (train) | collectives / step / chip | est. s: compute / HBM / comms | "
+           "est. step s | est. MFU ceiling |",
+           "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
   for r in rows:
+    if "error" in r:
+      lines.append(f"| {r['preset']} | {r['target']} | {r['chips']} | error: {r['error'][:120]} | | | | | | | | | |")
+      continue
     if not r["largest_batch_per_chip"]:
-      lines.append(f"| {r['preset']} | {r['target']} | {r['chips']} | 0 (does not fit at 1) | | | | | | | | |")
+      lines.append(f"| {r['preset']} | {r['target']} | {r['chips']} | | 0 (does not fit at 1) | | | | | | | | |")
       continue
     p, roof = r["fit"]["programs"], r["roofline"]
     gib = lambda name: p[name]["peak_bytes"] / check.GIB
     comms = ", ".join(f"{kind} {c['bytes'] / 2**20:.0f} MiB" for kind, c in p["train_step"]["collectives"].items()
                       if c["bytes"] >= 2**20)
-    lines.append(f"| {r['preset']} | {r['target']} | {r['chips']} | {r['largest_batch_per_chip']} | "
+    first = r["tried"][0]
+    at_preset = f"{first[0]}: {first[1]:.2f}" + ("" if first[2] else " (does not fit)")
+    lines.append(f"| {r['preset']} | {r['target']} | {r['chips']} | {at_preset} | {r['largest_batch_per_chip']} | "
                  f"{gib('train_step'):.2f} ({r['hbm_gib']:.0f}) | {gib('act_step'):.2f} | {gib('eval_forward'):.2f} | "
-                 f"{p['train_step']['compile_s']:.0f} | {comms} | {roof['step_s']:.3f} | {roof['mfu']:.0%} | "
-                 f"{roof['bound']} |")
-  lines.append("\nEstimates (roofline) from published chip figures, not measured on a TPU; the memory and "
-               "collectives are the TPU compiler's own. Regenerate: `python bench/fit_table.py`.")
+                 f"{p['train_step']['compile_s']:.0f} | {comms} | {roof['compute_s']:.3f} / {roof['hbm_s']:.3f} / "
+                 f"{roof['ici_s'] + roof['dcn_s']:.3f} | {roof['step_s']:.3f} | {roof['mfu']:.0%} |")
+  lines.append("\nMemory, compile time and collectives are the TPU compiler's own (libtpu on a 2-core CPU "
+               "machine). The last three columns are ESTIMATES (roofline, module docstring) from published "
+               "chip figures, never measured on a TPU: the step time is the largest of the three bounds, "
+               "and the MFU ceiling is what that would give (a compute-bound row is at 1 / remat "
+               "recompute by construction: real MFU is lower). Regenerate: `python bench/fit_table.py`.")
   return "\n".join(lines) + "\n"
 
 
@@ -165,9 +182,23 @@ def main(argv):
       name, topo, *slices = spec.split("@")
       chosen.append((name, topo, int(slices[0]) if slices else 1))
   rows = []
+  path = os.path.join(FLAGS.out_dir, f"{FLAGS.name}.json")
+  if FLAGS.markdown_only:
+    with open(path) as f:
+      rows = json.load(f)["rows"]
+    results_io.write_results(FLAGS.out_dir, FLAGS.name, {"rows": rows}, markdown(rows))
+    return
+  if FLAGS.keep_existing and os.path.exists(path):
+    with open(path) as f:
+      redo = {(n, topology.parse(t, s).label) for n, t, s in chosen}
+      rows = [r for r in json.load(f)["rows"] if (r["preset"], r["target"]) not in redo]
   for name, topo, slices in chosen:
     print(f"== {name} on {slices}x {topo}" if slices > 1 else f"== {name} on {topo}", flush=True)
-    rows.append(run_row(name, topo, slices))
+    try:
+      rows.append(run_row(name, topo, slices))
+    except Exception as e:  # pylint: disable=broad-except  # one row's failure is that row's result
+      rows.append({"preset": name, "target": topology.parse(topo, slices).label, "error": str(e)[:500],
+                   "largest_batch_per_chip": 0, "chips": topology.parse(topo, slices).chips})
     results_io.write_results(FLAGS.out_dir, FLAGS.name, {"rows": rows}, markdown(rows), echo=False)
   print(markdown(rows))
 

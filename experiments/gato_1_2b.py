@@ -11,9 +11,9 @@ def get_config():
   c.model.embed_dim = 2048
   c.model.mlp_dim = 5504  # each GEGLU branch: 2/3 of the paper's 8192, rounded up to 43 x 128
   c.model.head_dim = 128
-  # TPU v5e-256 (256 chips x 16 GiB), FSDP over the slice, 2 sequences per chip. Per chip (est.,
-  # launch/SCALING.md): state 0.1 GiB + activations ~2.5 GiB with dots_with_no_batch_dims_saveable
-  # (~10 GiB without: too tight on 16 GiB) + logits 0.5 GiB + one gathered layer 0.4 GiB -> ~3.5 GiB.
+  # TPU v5e-256 (256 chips x 16 GiB), FSDP over the slice, 2 sequences per chip. Compiled for
+  # v5e:16x16 (bench/results/fit_table.md): the train step needs 3.29 GiB per chip; up to 12 sequences
+  # per chip fit (15.2 GiB). Check any change first: gato-train ... --compile_only --topology=v5e:16x16
   c.mesh.data, c.mesh.fsdp = 1, -1
   c.model.remat_policy = "dots_with_no_batch_dims_saveable"
   c.model.dtype = "bfloat16"
