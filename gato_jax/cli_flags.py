@@ -7,6 +7,9 @@ import os
 import runpy
 import sys
 import tempfile
+import threading
+import time
+import traceback
 
 from absl import app
 from absl import flags
@@ -38,6 +41,10 @@ def import_modules(names) -> None:
       importlib.import_module(name)
     except ImportError as e:
       fail(f"--module_import={name}: {e}")
+    except Exception as e:  # pylint: disable=broad-except  # the user's module failed: where, in one line
+      frame = traceback.extract_tb(e.__traceback__)[-1]
+      fail(f"--module_import={name}: importing it raised {type(e).__name__}: {_one_line(e)} "
+           f"({frame.filename}:{frame.lineno})")
 
 
 def require(*holders) -> None:
@@ -57,9 +64,45 @@ def run(main, program: str) -> None:
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> None:
-  """One line on stderr, then exit: what every bad input gets instead of a traceback."""
+  """One line on stderr, then exit: what every bad input gets instead of a traceback. Past the flags
+  (status other than 2), the exception being handled, with its causes, goes to the details file,
+  and the line says where."""
+  error = sys.exc_info()[1]
+  if error is not None and status != EXIT_USAGE:
+    write_details("".join(traceback.format_exception(error)))
+  if _details["path"]:
+    message += f" (details: {_details['path']})"
   print(f"{getattr(run, 'program', os.path.basename(sys.argv[0]))}: {message}", file=sys.stderr, flush=True)
+  logging.flush()
   sys.exit(status)
+
+
+# Library tracebacks (Orbax, TensorStore) and failed background threads: written here, not to stderr.
+_details = {"dir": None, "path": None}
+_details_lock = threading.Lock()
+
+
+def set_details_dir(workdir: str) -> None:
+  """Details go to `<workdir>/logs/error-<time>.txt` (created only when there is something to write)."""
+  _details["dir"] = os.path.join(workdir, "logs")
+
+
+def write_details(text: str) -> str:
+  """Appends `text` to this run's details file; returns its path."""
+  with _details_lock:
+    if _details["path"] is None:
+      directory = _details["dir"] or os.path.join(tempfile.gettempdir(), f"gato_jax_logs_{os.getuid()}")
+      name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+      try:
+        os.makedirs(directory, exist_ok=True)
+        _details["path"] = os.path.join(directory, name)
+        open(_details["path"], "a").close()
+      except OSError:  # an unwritable workdir: the temporary directory still takes it
+        directory = tempfile.gettempdir()
+        _details["path"] = os.path.join(directory, name)
+    with open(_details["path"], "a") as f:
+      f.write(text.rstrip("\n") + "\n\n")
+    return _details["path"]
 
 
 def _config_path(argv) -> str | None:
@@ -154,8 +197,15 @@ QUIET_WARNINGS = ("Type handler registry type",)
 
 def _keep_record(record) -> bool:
   libraries = tuple(f"{os.sep}{name}{os.sep}" for name in QUIET_LIBRARIES)
+  ours = not any(library in record.pathname for library in libraries)
   if record.levelno < logging.converter.STANDARD_WARNING:
-    return not any(library in record.pathname for library in libraries)
+    return ours
+  if not ours and (record.exc_info or "Traceback" in str(record.msg)):
+    # A library's traceback: kept whole in the details file, out of the way of the decisive line.
+    import logging as std_logging  # pylint: disable=g-import-not-at-top
+    write_details(std_logging.Formatter("%(asctime)s %(levelname)s %(pathname)s:%(lineno)d %(message)s")
+                  .format(record))
+    return False
   return record.levelno >= logging.converter.STANDARD_ERROR or not any(
       str(record.msg).startswith(text) for text in QUIET_WARNINGS)
 
@@ -168,3 +218,14 @@ def quiet_library_logs() -> None:
   if not getattr(handler, "_gato_quiet", False):
     handler.addFilter(_keep_record)
     handler._gato_quiet = True  # pylint: disable=protected-access
+    threading.excepthook = _thread_failed
+
+
+def _thread_failed(args) -> None:
+  """A background thread's uncaught exception (an Orbax save thread): one line, the rest to details."""
+  if args.exc_type is SystemExit:
+    return
+  path = write_details(f"Exception in thread {getattr(args.thread, 'name', '?')}:\n" + "".join(
+      traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+  logging.warning("Background thread %s failed: %s: %s (details: %s)", getattr(args.thread, "name", "?"),
+                  args.exc_type.__name__, str(args.exc_value).strip().splitlines()[:1], path)
