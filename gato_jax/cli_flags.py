@@ -191,6 +191,8 @@ def isolate_caches() -> None:
 
 
 QUIET_LIBRARIES = ("orbax", "clu", "seqio", "tensorflow_datasets", "tensorflow")
+# Whose multi-line errors (tracebacks, asyncio's "exception was never retrieved") go to the details file.
+DETAILS_LIBRARIES = QUIET_LIBRARIES + ("asyncio", "tensorstore")
 # Warnings said on every run that ask nothing of the user (orbax re-registering its jax.Array handler).
 QUIET_WARNINGS = ("Type handler registry type",)
 
@@ -200,7 +202,9 @@ def _keep_record(record) -> bool:
   ours = not any(library in record.pathname for library in libraries)
   if record.levelno < logging.converter.STANDARD_WARNING:
     return ours
-  if not ours and (record.exc_info or "Traceback" in str(record.msg)):
+  diverted = tuple(f"{os.sep}{name}{os.sep}" for name in DETAILS_LIBRARIES)
+  if any(library in record.pathname for library in diverted) and (
+      record.exc_info or "Traceback" in str(record.msg) or "\n" in str(record.msg)):
     # A library's traceback: kept whole in the details file, out of the way of the decisive line.
     import logging as std_logging  # pylint: disable=g-import-not-at-top
     write_details(std_logging.Formatter("%(asctime)s %(levelname)s %(pathname)s:%(lineno)d %(message)s")
@@ -219,6 +223,21 @@ def quiet_library_logs() -> None:
     handler.addFilter(_keep_record)
     handler._gato_quiet = True  # pylint: disable=protected-access
     threading.excepthook = _thread_failed
+    sys.excepthook = _uncaught
+    sys.unraisablehook = lambda unraisable: write_details(
+        f"Exception ignored in {unraisable.object!r}:\n" + "".join(traceback.format_exception(
+            unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)))
+
+
+def _uncaught(exc_type, exc_value, exc_traceback) -> None:
+  """Tracebacks printed by libraries' callbacks (TensorStore's futures on a closed asyncio loop, as
+  the process ends) go to the details file only; an error out of our own code gets one line too."""
+  path = write_details("".join(traceback.format_exception(exc_type, exc_value, exc_traceback)))
+  frames = traceback.extract_tb(exc_traceback)
+  if issubclass(exc_type, KeyboardInterrupt) or any(f"{os.sep}gato_jax{os.sep}" in f.filename for f in frames):
+    print(f"{getattr(run, 'program', os.path.basename(sys.argv[0]))}: unexpected {exc_type.__name__}: "
+          f"{_one_line(exc_value) if str(exc_value).strip() else ''} (details: {path})", file=sys.stderr,
+          flush=True)
 
 
 def _thread_failed(args) -> None:
