@@ -52,8 +52,9 @@ def _multi_process() -> bool:
 
 
 def _forward() -> bool:
-  """Delivers SIGTERM to the installed handler; False when there is none (SIG_DFL: not training yet)."""
-  if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+  """Delivers SIGTERM to the installed handler; False when there is none (SIG_DFL: not training yet).
+  Joined to other processes, jax's preemption service holds it (a C handler Python does not see)."""
+  if not _multi_process() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
     return False
   signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
   try:
