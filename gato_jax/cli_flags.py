@@ -229,12 +229,19 @@ def quiet_library_logs() -> None:
             unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)))
 
 
+_LIBRARY_PATHS = ("site-packages", f"{os.sep}asyncio{os.sep}", f"{os.sep}concurrent{os.sep}",
+                  f"{os.sep}threading.py")
+
+
 def _uncaught(exc_type, exc_value, exc_traceback) -> None:
   """Tracebacks printed by libraries' callbacks (TensorStore's futures on a closed asyncio loop, as
   the process ends) go to the details file only; an error out of our own code gets one line too."""
   path = write_details("".join(traceback.format_exception(exc_type, exc_value, exc_traceback)))
   frames = traceback.extract_tb(exc_traceback)
-  if issubclass(exc_type, KeyboardInterrupt) or any(f"{os.sep}gato_jax{os.sep}" in f.filename for f in frames):
+  library_only = frames and all(any(part in f.filename for part in _LIBRARY_PATHS) and not any(
+      f"{os.sep}{ours}{os.sep}" in f.filename for ours in ("gato_jax", "data_pipelines", "launch"))
+                                for f in frames)
+  if not library_only:
     print(f"{getattr(run, 'program', os.path.basename(sys.argv[0]))}: unexpected {exc_type.__name__}: "
           f"{_one_line(exc_value) if str(exc_value).strip() else ''} (details: {path})", file=sys.stderr,
           flush=True)

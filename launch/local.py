@@ -11,9 +11,9 @@ exits 75 as soon as a collective with the dead peer fails), then SIGTERM, then S
 grace period; the launcher exits with the failed child's status, so a dead peer never leaves the job
 hanging. A survivor waiting in a coordination-service barrier (a checkpoint save) learns of the death
 only from the missed heartbeats, so give gato-train a `--heartbeat_timeout_seconds` below the grace
-period when the survivors should always exit on their own. Children get `GATO_STOP_TIMEOUT_S` (0.7 of
-the grace period): a gato-train whose save after SIGTERM cannot finish (a dead peer) exits by itself
-(status 75, one line) before the launcher would SIGKILL it.
+period when the survivors should always exit on their own. Children also get `GATO_STOP_TIMEOUT_S`
+(0.7 of the grace period, unless set): a gato-train whose save after SIGTERM cannot finish (a dead
+peer) exits by itself (status 75, one line) before the launcher would SIGKILL it.
 """
 
 import argparse
@@ -52,8 +52,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     return s.getsockname()[1]
 
 
-def child_env_overrides(base_env: dict[str, str], devices_per_process: int,
-                        grace_period_s: float | None = None) -> dict[str, str]:
+def child_env_overrides(base_env: dict[str, str], devices_per_process: int) -> dict[str, str]:
   """The variables a child needs on top of `base_env`: its fake CPU devices and CPU collectives."""
   # Keep the user's other XLA flags; only the device count is the launcher's to decide.
   xla_flags = [f for f in base_env.get("XLA_FLAGS", "").split() if not f.startswith(_DEVICE_COUNT_FLAG)]
@@ -63,13 +62,11 @@ def child_env_overrides(base_env: dict[str, str], devices_per_process: int,
       "JAX_PLATFORMS": "cpu",
       "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
       "PYTHONUNBUFFERED": "1",  # so logs stream as they are written, not when a buffer fills
-      **({"GATO_STOP_TIMEOUT_S": f"{0.7 * grace_period_s:g}"} if grace_period_s else {}),
   }
 
 
 def build_process_specs(command: list[str], num_processes: int, devices_per_process: int,
-                        coordinator: str, base_env: dict[str, str],
-                        grace_period_s: float | None = None) -> list[ProcessSpec]:
+                        coordinator: str, base_env: dict[str, str]) -> list[ProcessSpec]:
   """The N children of a local job; validates the arguments with errors that say what to change."""
   if num_processes < 1:
     raise ValueError(f"--num_processes must be at least 1, got {num_processes}")
@@ -82,7 +79,7 @@ def build_process_specs(command: list[str], num_processes: int, devices_per_proc
   if clashes:
     raise ValueError(f"the launcher sets {', '.join(DISTRIBUTED_FLAGS)} itself; remove {clashes} "
                      "from the command")
-  env = child_env_overrides(base_env, devices_per_process, grace_period_s)
+  env = child_env_overrides(base_env, devices_per_process)
   return [
       ProcessSpec(
           process_id=i,
@@ -171,6 +168,8 @@ class LocalJob:
 
   def _start(self):
     base_env = dict(os.environ)
+    # gato-train gives up on a save after SIGTERM this long after it (gato_jax/stop_signals.py).
+    base_env.setdefault("GATO_STOP_TIMEOUT_S", f"{0.7 * self._grace_period_s:g}")
     for spec in self._specs:
       if self._signal_received is not None:
         break  # interrupted while starting: the rest never start
@@ -250,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
   coordinator = f"127.0.0.1:{args.port or free_port()}"
   try:
     specs = build_process_specs(command, args.num_processes, args.devices_per_process, coordinator,
-                                dict(os.environ), args.grace_period_s)
+                                dict(os.environ))
   except ValueError as e:
     print(f"launch.local: {e}", file=sys.stderr)
     return 2
