@@ -33,7 +33,6 @@ so a checkpoint written on one mesh restores onto any other (Orbax reshards whil
 """
 
 import contextlib
-import errno
 import itertools
 import json
 import os
@@ -48,55 +47,18 @@ import orbax.checkpoint as ocp
 
 from gato_jax.iterator_checkpoint import DataIteratorHandler, DataIteratorRestore, DataIteratorSave
 from gato_jax.iterator_checkpoint import IteratorMismatchError
+from gato_jax.storage_errors import _reason, is_disk_full, is_transient  # pylint: disable=unused-import
 
 STATE, DATA_ITERATOR, CONFIG = "state", "data_iterator", "config"
 ON_UNREADABLE = ("fallback", "restart", "fail")
 # The one definition of a step directory's name and of "committed", for training and evaluation.
 NAME_FORMAT = ocp.step.standard_name_format()
 
-# Storage errors: the storage said no or is away, which says nothing about the data (never "corrupt").
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE,
-                     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ENOTCONN,
-                     errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOMEDIUM,
-                     errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOSPC, errno.EROFS}
-_TRANSIENT_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                     "UNAUTHENTICATED", "Permission denied", "Input/output error", "Disk quota exceeded",
-                     "No space left on device", "Read-only file system")  # tensorstore / gRPC / OS texts
-
-
 class CheckpointError(RuntimeError):
   """Checkpoints that cannot be read or written; the message names the steps and what to do."""
 
 
 CHECKPOINT_ERRORS = (CheckpointError, IteratorMismatchError)  # what gato-train reports with exit 4
-
-
-def _chain(error: BaseException):
-  while error is not None:
-    yield error
-    error = error.__cause__ or error.__context__
-
-
-def _reason(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {(lines[0] if lines else '')[:300]}"
-
-
-def is_transient(error: BaseException, step_dir: epath.Path) -> bool:
-  """Whether a read error is the storage's (refused, away, full) rather than "the data is bad". A
-  file not found counts as the data's only when its step directory is there and can be listed."""
-  for e in _chain(error):
-    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-      return True
-    if any(status in str(e) for status in _TRANSIENT_STATUS):
-      return True
-  try:
-    if not step_dir.exists():
-      return True
-    next(iter(step_dir.iterdir()), None)  # a directory we may not list is the storage's refusal
-    return False
-  except OSError:
-    return True
 
 
 def check_checkpoints_present(workdir, on_unreadable: str) -> None:
@@ -113,11 +75,6 @@ def check_checkpoints_present(workdir, on_unreadable: str) -> None:
         f"{workdir} had a run (its config.json) but its checkpoints/ directory is missing (an unmounted "
         "disk, or deleted?); not starting over from step 0. To start again from step 0, set "
         "--config.checkpoint.on_unreadable=restart")
-
-
-def is_disk_full(error: BaseException) -> bool:
-  return any((isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
-             for e in _chain(error))
 
 
 def committed_steps(directory) -> list[int]:
