@@ -44,11 +44,11 @@ def _say(message: str) -> None:
 
 
 def _multi_process() -> bool:
-  jax = sys.modules.get("jax")
-  try:
-    return jax is not None and jax.process_count() > 1
-  except Exception:  # pylint: disable=broad-except  # no backend yet: not joined to anyone
-    return False
+  """Joined to other processes by jax.distributed; asked without jax.process_count(), which would
+  start the backends and so break a jax.distributed.initialize still to come."""
+  distributed = sys.modules.get("jax._src.distributed")
+  state = getattr(distributed, "global_state", None)
+  return state is not None and state.client is not None and (state.num_processes or 1) > 1
 
 
 def _forward() -> bool:

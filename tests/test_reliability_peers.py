@@ -92,6 +92,7 @@ def test_a_dead_coordinator_ends_the_survivor_with_75_and_one_line(tmp_path, cac
   text = log1.read_text()
   assert code == 75, text[-3000:]
   assert waited < 10 + 15, f"process 1 took {waited:.0f}s to exit"
+  print(f"survivor exited 75 {waited:.1f}s after the coordinator died")
   assert _last_line(log1).startswith("gato-train: process 1 of 2: "), text[-3000:]
   assert "Traceback" not in text and "step None" not in text, text[-3000:]
 
@@ -116,6 +117,7 @@ def test_a_survivor_honours_sigterm_when_its_peer_is_gone(tmp_path, cache_env):
   text = log0.read_text()
   assert code == 75, text[-3000:]
   assert waited < 5 + 10, f"process 0 took {waited:.0f}s to exit"
+  print(f"survivor exited 75 {waited:.1f}s after its peer died and it got SIGTERM")
   assert _last_line(log0).startswith("gato-train: "), text[-3000:]
 
 
@@ -148,3 +150,4 @@ def test_a_dead_peer_under_the_launcher_at_default_settings(tmp_path, cache_env)
   assert "[proc 0] gato-train: process 0 of 2: " in text or "[proc 0] gato-train: SIGTERM received" in text, \
       text[-3000:]
   assert waited < 10 + 7 + 8, f"the job took {waited:.0f}s to end"
+  print(f"the job ended {waited:.1f}s after the peer died")
