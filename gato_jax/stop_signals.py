@@ -85,7 +85,7 @@ def _wait() -> None:
       os._exit(128 + signum)  # pylint: disable=protected-access
     _state["signum"] = signum
     if not _forward():
-      _say(f"{name} before training started: exiting")
+      _say(f"{name} outside the training loop (nothing to save): exiting")
       os._exit(128 + signum)  # pylint: disable=protected-access
     logging.warning("Received %s: saving a checkpoint after the current step, then exiting%s.", name,
                     " (Ctrl-C again to exit at once)" if signum == signal.SIGINT else "")
