@@ -88,21 +88,24 @@ def set_details_dir(workdir: str) -> None:
 
 
 def write_details(text: str) -> str:
-  """Appends `text` to this run's details file; returns its path."""
+  """Appends `text` to this run's details file and returns its path. Never raises: a workdir that
+  cannot take it (full, unwritable) hands over to the temporary directory, and failing that the
+  details are dropped (the one line must still come out)."""
   with _details_lock:
-    if _details["path"] is None:
-      directory = _details["dir"] or os.path.join(tempfile.gettempdir(), f"gato_jax_logs_{os.getuid()}")
-      name = f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for directory in (_details["dir"], os.path.join(tempfile.gettempdir(), f"gato_jax_logs_{os.getuid()}")):
+      if directory is None:
+        continue
+      if _details["path"] is None or not _details["path"].startswith(directory):
+        _details["path"] = os.path.join(directory, f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
       try:
         os.makedirs(directory, exist_ok=True)
-        _details["path"] = os.path.join(directory, name)
-        open(_details["path"], "a").close()
-      except OSError:  # an unwritable workdir: the temporary directory still takes it
-        directory = tempfile.gettempdir()
-        _details["path"] = os.path.join(directory, name)
-    with open(_details["path"], "a") as f:
-      f.write(text.rstrip("\n") + "\n\n")
-    return _details["path"]
+        with open(_details["path"], "a") as f:
+          f.write(text.rstrip("\n") + "\n\n")
+        return _details["path"]
+      except OSError:
+        _details["dir"] = None  # this one is full or unwritable: use the next from now on
+    _details["path"] = None
+    return "(no details written: no writable directory)"
 
 
 def _config_path(argv) -> str | None:

@@ -87,3 +87,21 @@ def test_every_checkpoint_unreadable_is_the_last_line_and_the_tracebacks_go_to_t
   assert len(result.stderr.splitlines()) < 40, result.stderr  # was thousands of lines
   details = lines[-1].rsplit("(details: ", 1)[1].rstrip(")")
   assert details.startswith(str(workdir / "logs" / "error-")) and "Traceback" in open(details).read()
+
+
+def test_a_full_disk_during_a_save_is_the_last_line(tmp_path):
+  """A real full disk: a 600 kB tmpfs (root with CAP_SYS_ADMIN only; skipped elsewhere)."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
+                    capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here")
+  try:
+    result = support.run_train(disk / "run", "--config.num_train_steps=40", "--config.checkpoint.keep_last=100",
+                               check=False)
+  finally:
+    subprocess.run(["umount", str(disk)], check=False)
+  assert result.returncode == 4, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 40, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1].startswith("gato-train: saving checkpoint step "), result.stderr
+  assert "no space left on device" in result.stderr.strip().splitlines()[-1]
