@@ -1,5 +1,6 @@
 """Issue #25, items 4 and 5: Ctrl-C saves and exits 130 like SIGTERM (143), a second Ctrl-C exits at
-once; the decisive line is the last line of stderr, with the library tracebacks in the workdir."""
+once; the decisive line is the last line of stderr (every checkpoint unreadable, a full disk during a
+save), with the library tracebacks in the workdir."""
 
 import os
 import signal
