@@ -12,14 +12,19 @@ use that one definition. Saves are asynchronous and atomic: a process killed mid
 Orbax's temporary directory, which is ignored and removed.
 
 Reading a committed checkpoint back can fail two ways (`restore_latest`):
-  transient  an OSError such as EIO / ETIMEDOUT, a storage status UNAVAILABLE / DEADLINE_EXCEEDED,
-             or the step directory vanished (an unmounted disk, a bucket outage): retried with
-             backoff; nothing is ever renamed; if it persists the run stops (CheckpointError)
-  corrupt    anything else (lost or truncated files): `checkpoint.on_unreadable` decides:
+  storage    the storage refused or is away: permission denied, not found with the step directory
+             itself missing or unlistable, I/O errors, quota / disk full, a storage status UNAVAILABLE /
+             DEADLINE_EXCEEDED / PERMISSION_DENIED / RESOURCE_EXHAUSTED: retried with backoff for a
+             bounded time (`read_attempts`); nothing is ever renamed, nothing falls back, nothing
+             starts fresh; if it persists the run stops (CheckpointError, exit 4)
+  corrupt    proven only by the data: the step directory is there and listable but its data fails to
+             read (lost or truncated files), twice in a row: `checkpoint.on_unreadable` decides:
              fallback  the newest readable checkpoint is restored and the newer unreadable ones are
                        moved to `<step>.unreadable-<time>`; when none is readable: refuse
              restart   as fallback, but when none is readable move them all aside and start at step 0
              fail      refuse at the first unreadable checkpoint, moving nothing
+A workdir whose config.json says a run was there but whose checkpoints/ is missing (an unmounted
+disk) is refused too, unless `on_unreadable=restart` (`check_checkpoints_present`).
 Each attempt restores into a freshly built input iterator, so a fallback or a fresh start reads the
 same batches as a run that never saw the unreadable checkpoint.
 
@@ -28,7 +33,6 @@ so a checkpoint written on one mesh restores onto any other (Orbax reshards whil
 """
 
 import contextlib
-import errno
 import itertools
 import json
 import os
@@ -43,17 +47,12 @@ import orbax.checkpoint as ocp
 
 from gato_jax.iterator_checkpoint import DataIteratorHandler, DataIteratorRestore, DataIteratorSave
 from gato_jax.iterator_checkpoint import IteratorMismatchError
+from gato_jax.storage_errors import _reason, is_disk_full, is_transient  # pylint: disable=unused-import
 
 STATE, DATA_ITERATOR, CONFIG = "state", "data_iterator", "config"
 ON_UNREADABLE = ("fallback", "restart", "fail")
 # The one definition of a step directory's name and of "committed", for training and evaluation.
 NAME_FORMAT = ocp.step.standard_name_format()
-
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ESTALE,
-                     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ENOTCONN,
-                     errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENOMEDIUM}
-_TRANSIENT_STATUS = ("UNAVAILABLE", "DEADLINE_EXCEEDED")  # tensorstore / gRPC status names
-
 
 class CheckpointError(RuntimeError):
   """Checkpoints that cannot be read or written; the message names the steps and what to do."""
@@ -62,33 +61,20 @@ class CheckpointError(RuntimeError):
 CHECKPOINT_ERRORS = (CheckpointError, IteratorMismatchError)  # what gato-train reports with exit 4
 
 
-def _chain(error: BaseException):
-  while error is not None:
-    yield error
-    error = error.__cause__ or error.__context__
-
-
-def _reason(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {(lines[0] if lines else '')[:300]}"
-
-
-def is_transient(error: BaseException, step_dir: epath.Path) -> bool:
-  """Whether a read error says "the storage is not there right now" rather than "the data is bad"."""
-  for e in _chain(error):
-    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-      return True
-    if any(status in str(e) for status in _TRANSIENT_STATUS):
-      return True
+def check_checkpoints_present(workdir, on_unreadable: str) -> None:
+  """Refuses a workdir that had a run (its config.json) but has no checkpoints/ now: an unmounted or
+  emptied disk must not read as "start over from step 0" unless `on_unreadable=restart` says so."""
+  workdir = _absolute(workdir)
   try:
-    return not step_dir.exists()
-  except OSError:
-    return True
-
-
-def is_disk_full(error: BaseException) -> bool:
-  return any((isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
-             for e in _chain(error))
+    had_run = (workdir / "config.json").exists() and not (workdir / "checkpoints").exists()
+  except OSError as e:
+    raise CheckpointError(f"cannot look into {workdir} ({_reason(e)}); nothing was changed: rerun when "
+                          "the storage is back") from e
+  if had_run and on_unreadable != "restart":
+    raise CheckpointError(
+        f"{workdir} had a run (its config.json) but its checkpoints/ directory is missing (an unmounted "
+        "disk, or deleted?); not starting over from step 0. To start again from step 0, set "
+        "--config.checkpoint.on_unreadable=restart")
 
 
 def committed_steps(directory) -> list[int]:
@@ -138,6 +124,26 @@ class TrainCheckpointManager:
     self.directory = _absolute(directory)
     self._read_attempts, self._retry_backoff_s = max(1, read_attempts), retry_backoff_s
     self._saving: int | None = None  # the step of the save in flight, for error messages
+    self._storage_retry(lambda: self._open(every_steps, keep_last, keep_every, async_save),
+                        f"opening the checkpoint directory {self.directory}")
+
+  def _storage_retry(self, fn, what: str):
+    """fn(), retried with backoff while it fails with a storage error; then one CheckpointError."""
+    for attempt in range(self._read_attempts):
+      try:
+        return fn()
+      except Exception as e:  # pylint: disable=broad-except  # classified just below
+        if not is_transient(e, self.directory):
+          raise
+        if attempt + 1 == self._read_attempts:
+          raise CheckpointError(f"{what} failed {self._read_attempts} times ({_reason(e)}); nothing was "
+                                "moved or deleted: fix the storage (permissions, mount, quota) and rerun") from e
+        delay = self._retry_backoff_s * 2 ** attempt
+        logging.warning("%s failed (%s); retrying in %.0f s.", what, _reason(e), delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+  def _open(self, every_steps, keep_last, keep_every, async_save):
     leftovers = _temporary_dirs(self.directory) if jax.process_index() == 0 else []
     if leftovers:
       logging.warning("Removing %d unfinished checkpoint(s) of an interrupted save: %s", len(leftovers),
@@ -196,13 +202,13 @@ class TrainCheckpointManager:
     except Exception as error:  # pylint: disable=broad-except
       failed = self._saving if self._saving is not None else step
       committed = [s for s in committed_steps(self.directory) if s != failed]
-      previous = (f"the previous checkpoint (step {committed[-1]}) is intact" if committed
-                  else "there is no earlier checkpoint")
       full = is_disk_full(error)
+      fix = "free space, then rerun" if full else "rerun"
+      then = (f"the previous checkpoint (step {committed[-1]}) is intact: {fix} and training resumes from "
+              "it" if committed else f"there is no earlier checkpoint: {fix} and training starts at step 0")
       raise CheckpointError(
           f"saving checkpoint step {failed} to {self.directory} failed: "
-          f"{'no space left on device' if full else _reason(error)}; {previous}: "
-          f"{'free space, then rerun' if full else 'rerun'} and training resumes from it") from error
+          f"{'no space left on device' if full else _reason(error)}; {then}") from error
 
   def restore(self, step: int, abstract_state, *, data_iterator=None):
     """The state of `step` onto `abstract_state`'s shardings (and the iterator, restored in place
@@ -270,7 +276,9 @@ class TrainCheckpointManager:
                           "a storage outage?); not starting over from step 0: rerun when it is back")
 
   def _read(self, step: int, abstract_state, iterator):
-    """(state, None), or (None, why) for a corrupt checkpoint; transient errors are retried, then raised."""
+    """(state, None), or (None, why) for a corrupt checkpoint (failing twice in a row: one failed read is
+    no proof); storage errors are retried, then raised."""
+    suspect = False
     for attempt in range(self._read_attempts):
       error, outcome = None, _OK
       try:
@@ -284,7 +292,11 @@ class TrainCheckpointManager:
       if outcome == _OK:
         return state, None
       if outcome == _CORRUPT:
-        return None, _reason(error) if error is not None else "unreadable on another process"
+        if suspect or attempt + 1 == self._read_attempts:
+          return None, _reason(error) if error is not None else "unreadable on another process"
+        suspect = True
+        self._manager.reload()
+        continue
       why = _reason(error) if error is not None else "unavailable on another process"
       if attempt + 1 == self._read_attempts:
         raise CheckpointError(

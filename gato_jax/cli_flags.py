@@ -7,6 +7,9 @@ import os
 import runpy
 import sys
 import tempfile
+import threading
+import time
+import traceback
 
 from absl import app
 from absl import flags
@@ -38,6 +41,10 @@ def import_modules(names) -> None:
       importlib.import_module(name)
     except ImportError as e:
       fail(f"--module_import={name}: {e}")
+    except Exception as e:  # pylint: disable=broad-except  # the user's module failed: where, in one line
+      frame = traceback.extract_tb(e.__traceback__)[-1]
+      fail(f"--module_import={name}: importing it raised {type(e).__name__}: {_one_line(e)} "
+           f"({frame.filename}:{frame.lineno})")
 
 
 def require(*holders) -> None:
@@ -57,9 +64,48 @@ def run(main, program: str) -> None:
 
 
 def fail(message: str, status: int = EXIT_USAGE) -> None:
-  """One line on stderr, then exit: what every bad input gets instead of a traceback."""
+  """One line on stderr, then exit: what every bad input gets instead of a traceback. Past the flags
+  (status other than 2), the exception being handled, with its causes, goes to the details file,
+  and the line says where."""
+  error = sys.exc_info()[1]
+  if error is not None and status != EXIT_USAGE:
+    write_details("".join(traceback.format_exception(error)))
+  if _details["path"]:
+    message += f" (details: {_details['path']})"
   print(f"{getattr(run, 'program', os.path.basename(sys.argv[0]))}: {message}", file=sys.stderr, flush=True)
+  logging.flush()
   sys.exit(status)
+
+
+# Library tracebacks (Orbax, TensorStore) and failed background threads: written here, not to stderr.
+_details = {"dir": None, "path": None}
+_details_lock = threading.Lock()
+
+
+def set_details_dir(workdir: str) -> None:
+  """Details go to `<workdir>/logs/error-<time>.txt` (created only when there is something to write)."""
+  _details["dir"] = os.path.join(workdir, "logs")
+
+
+def write_details(text: str) -> str:
+  """Appends `text` to this run's details file and returns its path. Never raises: a workdir that
+  cannot take it (full, unwritable) hands over to the temporary directory, and failing that the
+  details are dropped (the one line must still come out)."""
+  with _details_lock:
+    for directory in (_details["dir"], os.path.join(tempfile.gettempdir(), f"gato_jax_logs_{os.getuid()}")):
+      if directory is None:
+        continue
+      if _details["path"] is None or not _details["path"].startswith(directory):
+        _details["path"] = os.path.join(directory, f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt")
+      try:
+        os.makedirs(directory, exist_ok=True)
+        with open(_details["path"], "a") as f:
+          f.write(text.rstrip("\n") + "\n\n")
+        return _details["path"]
+      except OSError:
+        _details["dir"] = None  # this one is full or unwritable: use the next from now on
+    _details["path"] = None
+    return "(no details written: no writable directory)"
 
 
 def _config_path(argv) -> str | None:
@@ -153,14 +199,25 @@ def isolate_caches() -> None:
 
 
 QUIET_LIBRARIES = ("orbax", "clu", "seqio", "tensorflow_datasets", "tensorflow")
+# Whose multi-line errors (tracebacks, asyncio's "exception was never retrieved") go to the details file.
+DETAILS_LIBRARIES = QUIET_LIBRARIES + ("asyncio", "tensorstore")
 # Warnings said on every run that ask nothing of the user (orbax re-registering its jax.Array handler).
 QUIET_WARNINGS = ("Type handler registry type",)
 
 
 def _keep_record(record) -> bool:
   libraries = tuple(f"{os.sep}{name}{os.sep}" for name in QUIET_LIBRARIES)
+  ours = not any(library in record.pathname for library in libraries)
   if record.levelno < logging.converter.STANDARD_WARNING:
-    return not any(library in record.pathname for library in libraries)
+    return ours
+  diverted = tuple(f"{os.sep}{name}{os.sep}" for name in DETAILS_LIBRARIES)
+  if any(library in record.pathname for library in diverted) and (
+      record.exc_info or "Traceback" in str(record.msg) or "\n" in str(record.msg)):
+    # A library's traceback: kept whole in the details file, out of the way of the decisive line.
+    import logging as std_logging  # pylint: disable=g-import-not-at-top
+    write_details(std_logging.Formatter("%(asctime)s %(levelname)s %(pathname)s:%(lineno)d %(message)s")
+                  .format(record))
+    return False
   return record.levelno >= logging.converter.STANDARD_ERROR or not any(
       str(record.msg).startswith(text) for text in QUIET_WARNINGS)
 
@@ -173,3 +230,36 @@ def quiet_library_logs() -> None:
   if not getattr(handler, "_gato_quiet", False):
     handler.addFilter(_keep_record)
     handler._gato_quiet = True  # pylint: disable=protected-access
+    threading.excepthook = _thread_failed
+    sys.excepthook = _uncaught
+    sys.unraisablehook = lambda unraisable: write_details(
+        f"Exception ignored in {unraisable.object!r}:\n" + "".join(traceback.format_exception(
+            unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)))
+
+
+_LIBRARY_PATHS = ("site-packages", f"{os.sep}asyncio{os.sep}", f"{os.sep}concurrent{os.sep}",
+                  f"{os.sep}threading.py")
+
+
+def _uncaught(exc_type, exc_value, exc_traceback) -> None:
+  """Tracebacks printed by libraries' callbacks (TensorStore's futures on a closed asyncio loop, as
+  the process ends) go to the details file only; an error out of our own code gets one line too."""
+  path = write_details("".join(traceback.format_exception(exc_type, exc_value, exc_traceback)))
+  frames = traceback.extract_tb(exc_traceback)
+  library_only = frames and all(any(part in f.filename for part in _LIBRARY_PATHS) and not any(
+      f"{os.sep}{ours}{os.sep}" in f.filename for ours in ("gato_jax", "data_pipelines", "launch"))
+                                for f in frames)
+  if not library_only:
+    print(f"{getattr(run, 'program', os.path.basename(sys.argv[0]))}: unexpected {exc_type.__name__}: "
+          f"{_one_line(exc_value) if str(exc_value).strip() else ''} (details: {path})", file=sys.stderr,
+          flush=True)
+
+
+def _thread_failed(args) -> None:
+  """A background thread's uncaught exception (an Orbax save thread): one line, the rest to details."""
+  if args.exc_type is SystemExit:
+    return
+  path = write_details(f"Exception in thread {getattr(args.thread, 'name', '?')}:\n" + "".join(
+      traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)))
+  logging.warning("Background thread %s failed: %s: %s (details: %s)", getattr(args.thread, "name", "?"),
+                  args.exc_type.__name__, str(args.exc_value).strip().splitlines()[:1], path)

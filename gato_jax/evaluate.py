@@ -39,6 +39,22 @@ def print_report(report: dict) -> None:
         f"{files.get('tensorboard')})", flush=True)
 
 
+def unbuilt_registered_tasks(config) -> str | None:
+  """The refusal for tasks named in config.eval.tasks that are registered simulators whose dataset is
+  not built in the data_dir (they are not "unknown": they need `gato-data build`), else None."""
+  names = [t.strip() for t in str(config.eval.get("tasks", "") or "").split(",") if t.strip()]
+  if not names:
+    return None
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
+  built = sources.discover_datasets(config.data.data_dir)
+  unbuilt = [n for n in names if n in registry.names() and n not in built]
+  if not unbuilt:
+    return None
+  return (f"task(s) {unbuilt} are registered but not built in config.data.data_dir={config.data.data_dir!r}: "
+          f"gato-data build --data_dir={config.data.data_dir} --dataset={unbuilt[0]}")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -48,7 +64,11 @@ def main(argv) -> None:
   from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top
   from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
+  cli_flags.set_details_dir(_WORKDIR.value)
   try:
+    unbuilt = unbuilt_registered_tasks(config)
+    if unbuilt:
+      raise EvaluationError(unbuilt)
     evaluator = Evaluator(config, _WORKDIR.value)
     if _WATCH.value:
       if _STEP.value is not None:
@@ -60,6 +80,8 @@ def main(argv) -> None:
       print_report(evaluator.evaluate_checkpoint(_STEP.value))
   except EvaluationError as e:
     sys.exit(f"gato-eval: {e}")
+  except ValueError as e:  # bad dataset metadata (an expert return not above the random one): one line
+    cli_flags.fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 1)
 
 
 def run() -> None:

@@ -12,8 +12,13 @@ With none of them, TPU VM slices, SLURM and Open MPI jobs are detected by jax; o
 single process. A process that stops heartbeating for --heartbeat_timeout_seconds makes every other
 process exit with an error instead of waiting for it forever.
 
-Exit status: 0 done; 143 preempted (SIGTERM) after saving a checkpoint, so that restart policies
-(GKE JobSet, SLURM --requeue) run it again and it resumes; 2 a config or flag that cannot run (one
+One run per workdir: a second gato-train on a workdir in use exits 2 naming the holder
+(gato_jax/workdir_lock.py). Library tracebacks go to <workdir>/logs/error-<time>.txt; the last line
+on stderr is the decisive one and names that file.
+
+Exit status: 0 done; 143 preempted (SIGTERM) or 130 interrupted (Ctrl-C) after saving a checkpoint
+(a second Ctrl-C exits at once, without saving), so that restart policies (GKE JobSet, SLURM
+--requeue) run it again and it resumes; 2 a config or flag that cannot run, or a workdir in use (one
 line says why); 3 a non-finite loss or gradient with `on_nonfinite="stop"`, or
 `max_consecutive_skips` of them in a row with "skip" (the message names the step and tasks); 4
 checkpoints that cannot be read or written (the message names the steps; nothing good is moved);
@@ -28,6 +33,9 @@ from absl import flags
 from absl import logging
 
 from gato_jax import cli_flags
+from gato_jax import peer_watch
+from gato_jax import stop_signals
+from gato_jax import workdir_lock
 
 _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
@@ -70,14 +78,22 @@ def main(argv) -> None:
   cli_flags.import_modules(_MODULE_IMPORT.value)
   # Before anything touches a device: joining the other processes defines the device set.
   from gato_jax import checkpointing, partitioning  # pylint: disable=g-import-not-at-top
-  partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                      heartbeat_timeout_seconds=_HEARTBEAT.value,
-                                      initialization_timeout=_INIT_TIMEOUT.value)
+  with peer_watch.exit_on_lost_peer(_PROCESS_ID.value, _NUM_PROCESSES.value):
+    partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                        heartbeat_timeout_seconds=_HEARTBEAT.value,
+                                        initialization_timeout=_INIT_TIMEOUT.value)
+  import jax  # pylint: disable=g-import-not-at-top
+  try:  # before anything is written to the workdir; held until the process ends
+    lock = workdir_lock.acquire(_WORKDIR.value, jax.process_index())
+  except (workdir_lock.WorkdirBusy, workdir_lock.WorkdirError) as e:
+    _stop(e, EXIT_CONFIG)
+  cli_flags.set_details_dir(_WORKDIR.value)
   from gato_jax.training import init_from, loop, optimizer  # pylint: disable=g-import-not-at-top
   try:
     result = loop.train(_CONFIG.value, _WORKDIR.value)
   except (partitioning.MeshConfigError, loop.ConfigError, init_from.InitFromError,
           optimizer.FreezeError) as e:
+    lock.discard()
     _stop(e, EXIT_CONFIG)
   except loop.NonFiniteError as e:
     _stop(e, EXIT_NONFINITE)
@@ -93,13 +109,15 @@ def main(argv) -> None:
     logging.flush()
     os._exit(EXIT_PEER_LOST)  # pylint: disable=protected-access
   if result.preempted:
-    logging.warning("Preempted at step %d; checkpoint saved. Exiting with %d.", result.step, EXIT_PREEMPTED)
-    sys.exit(EXIT_PREEMPTED)
+    status = stop_signals.exit_status(EXIT_PREEMPTED)
+    logging.warning("Preempted at step %d; checkpoint saved. Exiting with %d.", result.step, status)
+    sys.exit(status)
   logging.info("Finished at step %d.", result.step)
 
 
 def run() -> None:
   """Console-script entry point."""
+  stop_signals.install("gato-train")  # first: every thread started later inherits its signal mask
   cli_flags.run(main, "gato-train")
 
 

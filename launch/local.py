@@ -11,7 +11,9 @@ exits 75 as soon as a collective with the dead peer fails), then SIGTERM, then S
 grace period; the launcher exits with the failed child's status, so a dead peer never leaves the job
 hanging. A survivor waiting in a coordination-service barrier (a checkpoint save) learns of the death
 only from the missed heartbeats, so give gato-train a `--heartbeat_timeout_seconds` below the grace
-period when the survivors should always exit on their own.
+period when the survivors should always exit on their own. Children also get `GATO_STOP_TIMEOUT_S`
+(0.7 of the grace period, unless set): a gato-train whose save after SIGTERM cannot finish (a dead
+peer) exits by itself (status 75, one line) before the launcher would SIGKILL it.
 """
 
 import argparse
@@ -166,6 +168,8 @@ class LocalJob:
 
   def _start(self):
     base_env = dict(os.environ)
+    # gato-train gives up on a save after SIGTERM this long after it (gato_jax/stop_signals.py).
+    base_env.setdefault("GATO_STOP_TIMEOUT_S", f"{0.7 * self._grace_period_s:g}")
     for spec in self._specs:
       if self._signal_received is not None:
         break  # interrupted while starting: the rest never start

@@ -63,3 +63,91 @@ def test_a_dead_peer_under_the_launcher_ends_the_job_without_sigkill(tmp_path, c
   assert code == 137, text[-3000:]  # the killed child's status
   assert "still running after" not in text, text[-3000:]  # nobody needed SIGKILL
   assert waited < 30, f"the job took {waited:.0f}s to end"
+
+
+# Issue #25, item 3: at the default settings too, whichever process dies, every survivor ends with
+# exit 75 and one last line, and a survivor honours the launcher's SIGTERM.
+LONG = ["--config.num_train_steps=100000", "--config.checkpoint_every_steps=50", "--config.log_every_steps=8"]
+
+
+def _last_line(path):
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  return lines[-1] if lines else ""
+
+
+def test_a_dead_coordinator_ends_the_survivor_with_75_and_one_line(tmp_path, cache_env):
+  procs = _launch_two(tmp_path, cache_env, *LONG, "--heartbeat_timeout_seconds=10")
+  log0, log1 = tmp_path / "p0.log", tmp_path / "p1.log"
+  try:
+    _wait_for(lambda: "step 16/" in log0.read_text() or procs[0].poll() is not None, 900, "training")
+    assert procs[0].poll() is None, log0.read_text()[-3000:]
+    procs[0].send_signal(signal.SIGKILL)  # the coordinator: the survivor used to abort (134)
+    killed = time.time()
+    code = procs[1].wait(timeout=120)
+    waited = time.time() - killed
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  text = log1.read_text()
+  assert code == 75, text[-3000:]
+  assert waited < 10 + 15, f"process 1 took {waited:.0f}s to exit"
+  print(f"survivor exited 75 {waited:.1f}s after the coordinator died")
+  assert _last_line(log1).startswith("gato-train: process 1 of 2: "), text[-3000:]
+  assert "Traceback" not in text and "step None" not in text, text[-3000:]
+
+
+def test_a_survivor_honours_sigterm_when_its_peer_is_gone(tmp_path, cache_env):
+  """Default heartbeat (100 s): the survivor, told to stop, must not wait for the dead peer's save."""
+  env = {**cache_env, "GATO_STOP_TIMEOUT_S": "5"}
+  procs = _launch_two(tmp_path, env, *LONG)
+  log0 = tmp_path / "p0.log"
+  try:
+    _wait_for(lambda: "step 16/" in log0.read_text() or procs[0].poll() is not None, 900, "training")
+    assert procs[0].poll() is None, log0.read_text()[-3000:]
+    procs[1].send_signal(signal.SIGKILL)
+    procs[0].send_signal(signal.SIGTERM)
+    killed = time.time()
+    code = procs[0].wait(timeout=120)
+    waited = time.time() - killed
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  text = log0.read_text()
+  assert code == 75, text[-3000:]
+  assert waited < 5 + 10, f"process 0 took {waited:.0f}s to exit"
+  print(f"survivor exited 75 {waited:.1f}s after its peer died and it got SIGTERM")
+  assert _last_line(log0).startswith("gato-train: "), text[-3000:]
+
+
+def test_a_dead_peer_under_the_launcher_at_default_settings(tmp_path, cache_env):
+  """No --heartbeat_timeout_seconds, no --grace_period_s: the launcher's defaults (10 s) and
+  gato-train's (100 s) must still end the job without a SIGKILL."""
+  import os  # pylint: disable=g-import-not-at-top
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **cache_env, "PYTHONPATH": support.REPO}
+  cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4", "--",
+         sys.executable, "-m", "gato_jax.train", f"--config={support.__file__}",
+         f"--workdir={tmp_path / 'run'}", *STEPS, *LONG]
+  log = tmp_path / "job.log"
+  job = subprocess.Popen(cmd, cwd=support.REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                         start_new_session=True)
+  try:
+    _wait_for(lambda: "[proc 0] step 16/" in log.read_text() or job.poll() is not None, 900, "training")
+    pids = subprocess.run(["pgrep", "-f", "--", f"--workdir={tmp_path / 'run'}.*--process_id=1"],
+                          capture_output=True, text=True).stdout.split()
+    assert pids, log.read_text()[-3000:]
+    os.kill(int(pids[0]), signal.SIGKILL)
+    killed = time.time()
+    code = job.wait(timeout=120)
+    waited = time.time() - killed
+  finally:
+    if job.poll() is None:
+      os.killpg(job.pid, signal.SIGKILL)
+  text = log.read_text()
+  assert code == 137, text[-3000:]
+  assert "still running after" not in text, text[-3000:]  # the survivor honoured SIGTERM (or left first)
+  assert "[proc 0] gato-train: process 0 of 2: " in text or "[proc 0] gato-train: SIGTERM received" in text, \
+      text[-3000:]
+  assert waited < 10 + 7 + 8, f"the job took {waited:.0f}s to end"
+  print(f"the job ended {waited:.1f}s after the peer died")

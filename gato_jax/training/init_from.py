@@ -121,6 +121,25 @@ def load_params(spec: str, abstract_params: Any, config=None) -> Any:
   return checkpointing.load_params(directory, abstract_params)
 
 
+def check_before_writing(config, abstract_params, workdir: str) -> None:
+  """Checks `config.init_from` before the run writes anything (config.json, checkpoints/), so a bad
+  one leaves the new workdir as it was. Skipped when the workdir has checkpoints: resuming ignores
+  init_from."""
+  spec = str(config.get("init_from", "") or "")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if not spec or (os.path.isdir(checkpoints) and checkpointing.committed_steps(checkpoints)):
+    return
+  directory, kind = resolve(spec)
+  target = {_key(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  try:
+    shapes = source_shapes(directory, kind)
+  except Exception as e:  # pylint: disable=broad-except  # Orbax's metadata errors, as one line
+    raise InitFromError(f"config.init_from={spec!r}: cannot read the parameters' metadata of {directory} "
+                        f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"
+                        ) from e
+  check_compatible(spec, shapes, target, source_config(directory, kind), config)
+
+
 def apply(config, state):
   """`state` (a fresh TrainState) with its params replaced by those of `config.init_from`, on the
   same shardings; the state itself when init_from is empty."""

@@ -57,6 +57,9 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
         max_image_tokens=config.model.get("max_image_tokens", -1))
     return iterator, list(iterator.task_names)
   data_dir = str(config.data.data_dir)
+  if "://" not in data_dir and os.path.exists(os.path.expanduser(data_dir)) and not os.path.isdir(
+      os.path.expanduser(data_dir)):
+    raise ConfigError(f"config.data.data_dir={data_dir!r} is a file, not a directory of built datasets")
   if "://" not in data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
     raise ConfigError(f"config.data.data_dir={data_dir!r} does not exist; build the mixture's datasets "
                       f"there first (gato-data build --data_dir={data_dir} --dataset=...)")
@@ -134,6 +137,9 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
     make_iterator = lambda: data_iterator
     iterator = data_iterator
     task_names = task_names if task_names is not None else getattr(data_iterator, "task_names", None)
+  # Refusals that must leave the workdir as it was come before its first write.
+  checkpointing.check_checkpoints_present(workdir, config.checkpoint.get("on_unreadable", "fallback"))
+  init_from.check_before_writing(config, abstract_state.params, workdir)
   _save_config_json(config, workdir)
   ckpt = checkpointing.TrainCheckpointManager(
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
@@ -219,8 +225,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
     peer_lost = True
     raise PeerLostError(f"process {jax.process_index()} of {jax.process_count()}: a collective failed at "
                         f"step {step + 1}, so another process died or lost contact "
-                        f"({str(e).strip().splitlines()[0][:300]}). The last committed checkpoint is step "
-                        f"{ckpt.latest_step()}; restart the whole job to resume from it.") from e
+                        f"({str(e).strip().splitlines()[0][:300]}). {_last_checkpoint(ckpt)}") from e
   finally:
     preemption.close()
     if not peer_lost:
@@ -228,6 +233,13 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
       ckpt.close()
     metrics_logger.close()
   return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last_scalars)
+
+
+def _last_checkpoint(ckpt) -> str:
+  latest = ckpt.latest_step()
+  if latest is None:
+    return "No checkpoint was committed yet; restart the whole job to start again from step 0."
+  return f"The last committed checkpoint is step {latest}; restart the whole job to resume from it."
 
 
 def _next_batch(iterator, config):
