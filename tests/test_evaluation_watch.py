@@ -16,6 +16,7 @@ from gato_jax.evaluation import evaluator as evaluator_lib
 from testlib import data_testing as data_testing
 from testlib import eval_testing as testing
 from gato_jax.evaluation.datasets import EvaluationError
+from gato_jax.model import options
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, config):
   # Settings that only change how the model runs are fine.
   runtime = testing.tiny_config()
   runtime.model.dropout_rate, runtime.model.scan_layers = 0.3, True
-  assert evaluator_lib.config_mismatches(json.loads(runtime.to_json()), config) == []
+  assert options.config_mismatches(json.loads(runtime.to_json()), config) == []
 
 
 def test_workdir_without_checkpoints_and_missing_step(tmp_path, config):

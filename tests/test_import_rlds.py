@@ -86,7 +86,7 @@ def test_malformed_episodes_are_named(tmp_path):
                      r"step 2: field 'observation/state': non-finite"):
     rlds.import_rlds(bad_first, "oxe_bad", data_dir, splits={"train": "train[:1]", "validation": "train[1:]"},
                      mapping={"image_size": [32, 32]})
-  assert not os.path.exists(foreign.link_path(data_dir, "oxe_bad")) and "oxe_bad" not in sources.discover_datasets(data_dir)
+  assert not os.path.exists(sources.link_path(data_dir, "oxe_bad")) and "oxe_bad" not in sources.discover_datasets(data_dir)
   # Later: reading it stops on that episode, naming dataset, split, step and field.
   bad_later = fixtures.write_rlds_fixture(str(tmp_path / "b"), name="bad_later", corrupt=(3, 1))
   rlds.import_rlds(bad_later, "oxe_later", data_dir, mapping={"image_size": [32, 32]}, check_episodes=0)
@@ -101,7 +101,7 @@ def test_a_mapping_that_reads_a_missing_field_is_refused(oxe, tmp_path):
   with pytest.raises(ValueError, match=r"dataset 'oxe_wrong': the mapping reads \['observation/missing'\], "
                      r"which the RLDS dataset at .* does not have; its step fields: \['action', "):
     rlds.import_rlds(oxe, "oxe_wrong", str(tmp_path), mapping={"action": {"sources": ["observation/missing"]}})
-  assert not os.path.exists(foreign.link_path(str(tmp_path), "oxe_wrong"))
+  assert not os.path.exists(sources.link_path(str(tmp_path), "oxe_wrong"))
 
 
 def test_image_policies_agree_in_numpy_and_tensorflow():

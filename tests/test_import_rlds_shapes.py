@@ -70,7 +70,7 @@ def test_every_episode_is_checked_at_import_and_named_by_its_index(tmp_path):
   index = int(match.group(1))
   bad = next(iter(tfds.builder_from_directory(late).as_dataset(split=f"train[{index}:{index + 1}]")))
   assert bad["episode_metadata"]["file_path"].numpy() == b"/robot/episode_9.npy"
-  assert not os.path.exists(foreign.link_path(data_dir, "late")) and "late" not in sources.discover_datasets(data_dir)
+  assert not os.path.exists(sources.link_path(data_dir, "late")) and "late" not in sources.discover_datasets(data_dir)
   action = fixtures.write_rlds_fixture(str(tmp_path / "act"), name="act", num_episodes=3, corrupt=(1, 2, "action"))
   with pytest.raises(EpisodeError, match=r"episode \d of 'train', step 2: field 'action': \[nan, "):
     rlds.import_rlds(action, "act", data_dir, mapping={"image_size": [32, 32]})

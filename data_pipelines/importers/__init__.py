@@ -60,8 +60,8 @@ def inspect(source: str, *, format: Optional[str] = None, jat_config: str = "", 
 
 def foreign_link_counts(data_dir: str, name: str) -> str:
   """"N train + M validation": the episodes the RLDS import validated (recorded in the link)."""
-  from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
-  counts = (foreign.load_link(data_dir, name) or {}).get("checked_episodes", {})
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top  # TensorFlow: only when listing links
+  counts = (sources.load_link(data_dir, name) or {}).get("checked_episodes", {})
   return " + ".join(f"{n} {split}" for split, n in counts.items())
 
 

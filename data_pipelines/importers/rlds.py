@@ -162,4 +162,4 @@ def import_rlds(path: str, name: str, data_dir: str, mapping: Any = None, splits
     except tf.errors.OpError as e:  # an unreadable file or record: TF's first line names it
       raise ValueError(f"dataset {name!r} (RLDS {version_dir}), split {split}: {e.message.splitlines()[0]}") from None
   link["checked_episodes"] = counts
-  return foreign.write_link(data_dir, name, link)
+  return sources.write_link(data_dir, name, link)

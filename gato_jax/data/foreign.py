@@ -1,19 +1,17 @@
 """Datasets read in place from a foreign format (RLDS / Open X-Embodiment), found by a link file.
 
-`DATA_DIR/NAME/gato_source.json` (written by `gato-data import --format=rlds`, see `write_link`):
+`DATA_DIR/NAME/gato_source.json` (written by `gato-data import --format=rlds`, see `sources.write_link`):
   {"format": "rlds", "path": local dir or gs:// of the TFDS dataset version (the folder holding
    dataset_info.json), "kind": "control", "domain", "task_spec": TaskSpec.to_dict(),
    "mapping": EpisodeMapping.to_dict(), "splits": {"train": TFDS split, "validation": TFDS split},
    "expert_return" / "random_return" (null when unknown), "description"}
-`read_ref` turns it into a DatasetRef; `make_source` into a seqio.DataSource whose episodes are exactly
+`sources.read_ref` turns it into a DatasetRef (the data_dir's catalogue lists links too); `make_source` into a seqio.DataSource whose episodes are exactly
 what `sources.EpisodeSource` yields: dense [T, ...] steps in the TaskSpec's layout, checked with
 `sources.check_structure` / `check_episode`, and an int64 `episode_id`. Processes read disjoint TFDS
 files (seqio ShardInfo -> the read config's input context), or every n-th episode when a split has
 fewer files than processes (seqio's fallback).
 """
 
-import json
-import os
 import posixpath
 import zlib
 from typing import Any, Mapping, Optional, Sequence
@@ -25,55 +23,6 @@ import tensorflow_datasets as tfds
 from gato_jax.data import sources
 from gato_jax.data.mapping import EpisodeMapping, FieldMap, get_path, nest
 from gato_jax.episodes import TaskSpec
-
-LINK_FILE = sources.LINK_FILE
-FORMATS = ("rlds",)
-LINK_KEYS = ("format", "path", "kind", "task_spec", "mapping", "splits")
-
-
-def link_path(data_dir: str, name: str) -> str:
-  return posixpath.join(sources.expand_data_dir(data_dir), name, LINK_FILE)
-
-
-def load_link(data_dir: str, name: str) -> Optional[dict]:
-  """The parsed link file of `name`, or None when `name` is not a linked dataset."""
-  path = link_path(data_dir, name)
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    try:
-      link = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"dataset {name!r}: {path} is not valid JSON ({e}); re-run gato-data import") from None
-  missing = [k for k in LINK_KEYS if k not in link]
-  if missing or link["format"] not in FORMATS:
-    raise ValueError(f"dataset {name!r}: {path} lacks {missing} or has format {link.get('format')!r}; "
-                     f"expected keys {list(LINK_KEYS)} and a format in {FORMATS}")
-  return link
-
-
-def write_link(data_dir: str, name: str, link: Mapping[str, Any]) -> str:
-  """Writes the link file whole or not at all (a temporary file renamed over it)."""
-  missing = [k for k in LINK_KEYS if k not in link]
-  if missing:
-    raise ValueError(f"dataset {name!r}: a link needs {missing}")
-  path = link_path(data_dir, name)
-  tf.io.gfile.makedirs(posixpath.dirname(path))
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(dict(link), f, indent=1, sort_keys=True)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-  return path
-
-
-def read_ref(data_dir: str, name: str) -> sources.DatasetRef:
-  """The DatasetRef of a linked dataset (its TaskSpec and link come from the link file)."""
-  link = load_link(data_dir, name)
-  if link is None:
-    raise FileNotFoundError(f"dataset {name!r}: no {LINK_FILE} in {sources.expand_data_dir(data_dir)}/{name}")
-  spec = TaskSpec.from_dict(link["task_spec"]) if link["kind"] == "control" else None
-  return sources.DatasetRef(name, link["kind"], spec, str(link.get("domain") or link["format"]), link=link)
-
 
 def make_source(ref: sources.DatasetRef, data_dir: str) -> seqio.DataSource:
   """The seqio.DataSource of a linked dataset (`ref.link`, else the link file in data_dir)."""

@@ -4,7 +4,8 @@ A data_dir is its own catalogue. `discover_datasets(data_dir)` lists every finis
 learns each one's kind, TaskSpec and domain from the dataset's own TFDS metadata (the builders in
 data_pipelines/ write it), so training needs neither data_pipelines nor any simulator: a directory of
 built datasets is enough. A foreign dataset read in place (e.g. an RLDS directory in a bucket) is a
-link file `<data_dir>/<name>/gato_source.json` instead, resolved by `gato_jax.data.foreign`.
+link file `<data_dir>/<name>/gato_source.json` instead (`load_link` / `write_link` here; its episodes are
+read by `gato_jax.data.foreign`).
 
 Control episodes are read with `EpisodeSource`: the RLDS `steps` Dataset of each episode becomes dense
 [T, ...] tensors, checked against the spec (empty episode, shapes, NaN, values and actions outside
@@ -14,6 +15,7 @@ their ranges) with errors naming the dataset, split, episode id and field.
 import dataclasses
 import json
 import os
+import posixpath
 import zlib
 from typing import Any, Mapping, Optional
 
@@ -25,7 +27,9 @@ import tensorflow_datasets as tfds
 from gato_jax.episodes import TaskSpec, get_path
 
 KINDS = ("control", "text", "captions")
-LINK_FILE = "gato_source.json"  # a foreign dataset read in place (gato_jax.data.foreign)
+LINK_FILE = "gato_source.json"  # a foreign dataset read in place (gato_jax.data.foreign reads it)
+FORMATS = ("rlds",)
+LINK_KEYS = ("format", "path", "kind", "task_spec", "mapping", "splits")
 MAX_EPISODE_STEPS = 1 << 30  # batch size that turns a whole `steps` Dataset into one dense batch
 
 
@@ -113,8 +117,7 @@ def discover_datasets(data_dir: str) -> dict[str, DatasetRef]:
   refs = {}
   for name in sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)):
     if tf.io.gfile.exists(os.path.join(root, name, LINK_FILE)):
-      from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
-      refs[name] = foreign.read_ref(root, name)
+      refs[name] = read_ref(root, name)
       continue
     version_dir = dataset_version_dir(name, root)
     if version_dir is None:
@@ -128,6 +131,50 @@ def discover_datasets(data_dir: str) -> dict[str, DatasetRef]:
     spec = TaskSpec.from_dict(metadata["task_spec"]) if kind == "control" else None
     refs[name] = DatasetRef(name, kind, spec, str(metadata.get("domain", "") or kind))
   return refs
+
+
+def link_path(data_dir: str, name: str) -> str:
+  return posixpath.join(expand_data_dir(data_dir), name, LINK_FILE)
+
+
+def load_link(data_dir: str, name: str) -> Optional[dict]:
+  """The parsed link file of `name`, or None when `name` is not a linked dataset."""
+  path = link_path(data_dir, name)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      link = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"dataset {name!r}: {path} is not valid JSON ({e}); re-run gato-data import") from None
+  missing = [k for k in LINK_KEYS if k not in link]
+  if missing or link["format"] not in FORMATS:
+    raise ValueError(f"dataset {name!r}: {path} lacks {missing} or has format {link.get('format')!r}; "
+                     f"expected keys {list(LINK_KEYS)} and a format in {FORMATS}")
+  return link
+
+
+def write_link(data_dir: str, name: str, link: Mapping[str, Any]) -> str:
+  """Writes the link file whole or not at all (a temporary file renamed over it)."""
+  missing = [k for k in LINK_KEYS if k not in link]
+  if missing:
+    raise ValueError(f"dataset {name!r}: a link needs {missing}")
+  path = link_path(data_dir, name)
+  tf.io.gfile.makedirs(posixpath.dirname(path))
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump(dict(link), f, indent=1, sort_keys=True)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return path
+
+
+def read_ref(data_dir: str, name: str) -> DatasetRef:
+  """The DatasetRef of a linked dataset (its TaskSpec and link come from the link file)."""
+  link = load_link(data_dir, name)
+  if link is None:
+    raise FileNotFoundError(f"dataset {name!r}: no {LINK_FILE} in {expand_data_dir(data_dir)}/{name}")
+  spec = TaskSpec.from_dict(link["task_spec"]) if link["kind"] == "control" else None
+  return DatasetRef(name, link["kind"], spec, str(link.get("domain") or link["format"]), link=link)
 
 
 def tfds_name(name: str) -> str:

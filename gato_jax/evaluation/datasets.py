@@ -10,7 +10,10 @@ import dataclasses
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import tensorflow_datasets as tfds
 
+from gato_jax.data import sources
+from gato_jax.envs import registry
 from gato_jax.episodes import TaskSpec, episode_return
 
 
@@ -33,7 +36,6 @@ class ControlDataset:
 
   def validation_episodes(self, max_episodes: int = 0) -> list[dict]:
     """Validation episodes as NumPy (observation text as str), in file order."""
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     ds = self.builder.as_dataset(split="validation", shuffle_files=False)
     if max_episodes:
       ds = ds.take(max_episodes)
@@ -64,9 +66,6 @@ def _decode_text(tree, spec_tree):
 
 def load_control_dataset(name: str, data_dir: str) -> ControlDataset:
   """The built dataset `name` under `data_dir`, with a message saying how to build it if it is not."""
-  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   version_dir = sources.dataset_version_dir(name, data_dir)
   if version_dir is None:
     raise EvaluationError(f"task {name!r}: no dataset under {sources.expand_data_dir(data_dir)}/{name}; "

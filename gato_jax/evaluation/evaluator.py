@@ -19,15 +19,17 @@ from absl import logging
 import jax
 import numpy as np
 
-from gato_jax.evaluation import datasets, report as report_lib, scores
+from gato_jax import checkpointing
+from gato_jax.data import mixtures, sources, tasks
+from gato_jax.data.vocabulary import sentencepiece_model_path
+from gato_jax.envs import registry
+from gato_jax.evaluation import agent as agent_lib, datasets, offline, replay, report as report_lib, rollout, scores
 from gato_jax.evaluation.datasets import EvaluationError
-from gato_jax.tokenizers import VocabLayout
+from gato_jax.model import default_model_fn, options
+from gato_jax.tokenizers import TextTokenizer, VocabLayout
+from gato_jax.training import state
 
-# Model keys that change how the model runs or was initialised, not the parameters it has: they may
-# differ between the training config and the evaluation config.
 MAX_LISTED = 12  # datasets named in an "unknown task" error (a data_dir may hold 170)
-RUNTIME_MODEL_KEYS = ("dropout_rate", "scan_layers", "remat_policy", "dtype", "attention_impl",
-                      "max_image_tokens", "continuous_init")
 
 
 @dataclasses.dataclass
@@ -38,7 +40,6 @@ class Checkpoint:
 
 def committed_checkpoints(workdir: str) -> list[Checkpoint]:
   """Committed checkpoints of `workdir`, oldest first (what gato-train would resume from)."""
-  from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     return []
@@ -48,7 +49,6 @@ def committed_checkpoints(workdir: str) -> list[Checkpoint]:
 
 def log_skipped(workdir: str, already: set | None = None) -> dict[str, str]:
   """Logs each step-like entry of the checkpoint directory that is not evaluated, and why."""
-  from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
   skipped = checkpointing.skipped_entries(os.path.join(workdir, "checkpoints"))
   for name, why in skipped.items():
     if already is None or name not in already:
@@ -65,21 +65,6 @@ def checkpoint_config(checkpoint: Checkpoint, workdir: str) -> Optional[dict]:
   return None
 
 
-def config_mismatches(trained: dict, config) -> list[str]:
-  """'section.key: trained X, requested Y' for every parameter-shaping key that differs."""
-  out = []
-  for section in ("model", "vocab"):
-    saved = trained.get(section, {})
-    for key, value in dict(config[section]).items():
-      if (section == "model" and key in RUNTIME_MODEL_KEYS) or (section == "vocab" and key == "sentencepiece_model"):
-        continue
-      if section == "model" and key == "max_length" and config.model.position_embedding == "none":
-        continue  # only the KV cache's default size then
-      if key in saved and saved[key] != value:
-        out.append(f"{section}.{key}: trained {saved[key]!r}, requested {value!r}")
-  return out
-
-
 def _eval_value(config, key: str, default):
   return config.eval.get(key, default) if "eval" in config else default
 
@@ -94,7 +79,6 @@ class Evaluator:
     self.task_names = list(tasks) if tasks is not None else resolve_tasks(config)
     # Imported datasets without a simulator (RLDS, JAT) get offline validation only; names not in the
     # data_dir are left to load_control_dataset's message.
-    from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
     refs = sources.discover_datasets(self.data_dir) if load_data else {}
     self.offline_only = [n for n in self.task_names if n in refs and refs[n].kind == "control"
                          and not can_roll_out(n, refs[n], self.data_dir)]
@@ -117,8 +101,6 @@ class Evaluator:
   @property
   def text_tokenizer(self):
     if self._text_tokenizer is None:
-      from gato_jax.data.vocabulary import sentencepiece_model_path  # pylint: disable=g-import-not-at-top
-      from gato_jax.tokenizers import TextTokenizer  # pylint: disable=g-import-not-at-top
       path = sentencepiece_model_path(self.config.vocab, self.data_dir)
       if not os.path.exists(path):
         raise EvaluationError(f"no SentencePiece model at {path} (text observations and captions need it); "
@@ -129,16 +111,14 @@ class Evaluator:
 
   def model_def(self):
     if self._model_def is None:
-      from gato_jax.training import loop, state  # pylint: disable=g-import-not-at-top
-      self._model_def = state.abstract_model(loop.default_model_fn(self.config, self.layout))
+      self._model_def = state.abstract_model(default_model_fn(self.config, self.layout))
     return self._model_def
 
   def load_model(self, checkpoint: Checkpoint):
     """The Gato of `checkpoint` on one device; refuses a config that does not match its params."""
-    from gato_jax import checkpointing  # pylint: disable=g-import-not-at-top
     trained = checkpoint_config(checkpoint, self.workdir)
     if trained is not None:
-      mismatches = config_mismatches(trained, self.config)
+      mismatches = options.config_mismatches(trained, self.config)
       if mismatches:
         raise EvaluationError(f"checkpoint {checkpoint.path} was trained with a different model than "
                               f"the config asks for: {'; '.join(mismatches)}. Evaluate with the training's "
@@ -163,7 +143,6 @@ class Evaluator:
 
   def online(self, model, name: str) -> tuple[dict, Optional[dict]]:
     """(the task's report entry, a GIF request for its first episode) after N episodes."""
-    from gato_jax.evaluation import agent as agent_lib, replay, rollout  # pylint: disable=g-import-not-at-top
     c, e = self.config, self.config.eval
     ds = self.datasets[name]
     length = int(e.context_length or c.data.sequence_length)
@@ -212,7 +191,6 @@ class Evaluator:
 
   def evaluate_model(self, model, step: int, checkpoint_path: str = "") -> dict:
     """Every evaluation of config.eval for `model`; writes the report files and returns the report."""
-    from gato_jax.evaluation import offline, replay  # pylint: disable=g-import-not-at-top
     e = self.config.eval
     start = time.perf_counter()
     report: dict[str, Any] = {"step": int(step), "checkpoint": checkpoint_path, "workdir": self.workdir,
@@ -242,7 +220,6 @@ class Evaluator:
     return report
 
   def _captions_built(self) -> bool:
-    from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
     ref = sources.discover_datasets(self.data_dir).get("captions")
     return ref is not None and ref.kind == "captions"
 
@@ -305,7 +282,6 @@ class Evaluator:
 def resolve_tasks(config) -> list[str]:
   """config.eval.tasks (comma-separated), else the control tasks of config.data.mixture; refuses
   names that are not control datasets of config.data.data_dir."""
-  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
   refs = sources.discover_datasets(config.data.data_dir)  # read once: every dataset's metadata
   names = [t.strip() for t in str(_eval_value(config, "tasks", "")).split(",") if t.strip()]
   if not names:
@@ -325,7 +301,6 @@ def resolve_tasks(config) -> list[str]:
 
 def mixture_control_tasks(config, refs) -> list[str]:
   """The control tasks of config.data.mixture that can be rolled out (`refs`: the data_dir's datasets)."""
-  from gato_jax.data import mixtures, tasks  # pylint: disable=g-import-not-at-top
   tasks.register_all(config, refs)
   try:
     names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
@@ -340,12 +315,9 @@ def mixture_control_tasks(config, refs) -> list[str]:
   return control
 
 
-
 def can_roll_out(name: str, ref, data_dir: str) -> bool:
   """A control dataset gato-eval can act for: a registered ControlTask or an environment its importer
   recorded. Foreign datasets linked in place (RLDS) carry no simulator."""
-  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
   if ref.link is not None:
     return name in registry.names()
   try:

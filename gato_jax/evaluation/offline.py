@@ -24,10 +24,15 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorflow_datasets as tfds
 
+from gato_jax.data import make_eval_dataset, sources
+from gato_jax.evaluation import datasets
 from gato_jax.evaluation.agent import sample_restricted, token_features
 from gato_jax.features import INPUT_FEATURES
+from gato_jax.model import loss_and_metrics
 from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals, stream
+from gato_jax.training.step import reduce_metrics  # the one reducer of metrics, shared with training
 
 
 # ------------------------------------------------------------------------------------------------
@@ -35,7 +40,6 @@ from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_
 # ------------------------------------------------------------------------------------------------
 
 def _metrics_fn(graphdef, state, batch):
-  from gato_jax.model import loss_and_metrics  # pylint: disable=g-import-not-at-top
   logits = nnx.merge(graphdef, state)(batch)
   return loss_and_metrics(logits, batch)[1]
 
@@ -47,8 +51,6 @@ _WEIGHTS = {"loss": "num_targets", "text_loss": "num_text_targets", "action_loss
 def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: int, max_batches: int = 0,
                        seed: int = 0) -> dict[str, dict]:
   """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split}."""
-  from gato_jax.training.step import reduce_metrics  # pylint: disable=g-import-not-at-top  # the one reducer
-  from gato_jax.data import make_eval_dataset  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
   step = jax.jit(functools.partial(_metrics_fn, graphdef))
   needed = set(INPUT_FEATURES) | {"targets", "target_kinds", "loss_mask"}
@@ -156,9 +158,6 @@ def score_caption(generated: Sequence[tuple[int, str, str]], truth: Sequence[tup
 def caption_evaluation(model, config, layout: VocabLayout, text_tokenizer, *, num_examples: int,
                        temperature: float, max_tokens: int, seed: int = 0) -> dict:
   """Greedy and sampled captions of validation images of the `captions` dataset, scored."""
-  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from gato_jax.evaluation import datasets  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   version_dir = sources.dataset_version_dir("captions", config.data.data_dir)
   if version_dir is None:
     raise datasets.EvaluationError(f"captions: no dataset under {config.data.data_dir}; build it with "

@@ -22,6 +22,8 @@ from typing import Any, Optional, Protocol, Sequence
 
 from absl import logging
 
+from gato_jax.envs import control
+
 
 class Actor(Protocol):
   """What a rollout needs from a policy (the Gato agent, the random policy, an expert)."""
@@ -51,7 +53,6 @@ class RandomActor:
   """The data's random policy (uniform over the action space): the 0 of normalised scores."""
 
   def __init__(self, spec, seed: int = 0):
-    from gato_jax.envs import control  # pylint: disable=g-import-not-at-top
     self._spec, self._seed, self._control = spec, seed, control
     self._policies = []
 
@@ -182,7 +183,6 @@ def run_episodes(task, actor: Actor, seeds: Sequence[int], *, num_envs: int = 1,
 
 def evaluation_seeds(build_seed: int, num_episodes: int, first: int = 0) -> list[int]:
   """Env seeds of evaluation episodes first .. first + num_episodes - 1 (the range gato-eval owns)."""
-  from gato_jax.envs import control  # pylint: disable=g-import-not-at-top
   return [control.episode_seed(build_seed, "evaluation", first + i) for i in range(num_episodes)]
 
 

@@ -16,6 +16,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from gato_jax.envs.atari.reference import HUMAN_RANDOM
+
 THRESHOLDS = (0.5, 0.8)  # the paper counts tasks above 50% and 80% of expert
 
 
@@ -60,7 +62,6 @@ def human_reference(task: str):
   """(random, human) published scores of an Atari task (atari_<game>, atari_<game>_<variant>), or None."""
   if not task.startswith("atari_"):
     return None
-  from gato_jax.envs.atari.reference import HUMAN_RANDOM  # pylint: disable=g-import-not-at-top
   for game, reference in HUMAN_RANDOM.items():
     if task == f"atari_{game}" or task.startswith(f"atari_{game}_"):
       return reference

@@ -67,7 +67,7 @@ logits and the loss are float32.
 
 from gato_jax.model.embedding import (EmbeddingFunction, PatchEncoder, check_features,
                                       patch_position_index)
-from gato_jax.model.gato import Gato, loss_and_metrics
+from gato_jax.model.gato import Gato, default_model_fn, loss_and_metrics
 from gato_jax.model.logical import ALL_NAMES as LOGICAL_AXIS_NAMES
 from gato_jax.model.logical import axes, constrain
 from gato_jax.model.options import ModelOptions
@@ -75,6 +75,6 @@ from gato_jax.model.transformer import DecoderLayer, KVCache, SequenceModel
 
 __all__ = [
     "EmbeddingFunction", "PatchEncoder", "check_features", "patch_position_index",
-    "Gato", "loss_and_metrics", "LOGICAL_AXIS_NAMES", "axes", "constrain", "ModelOptions",
+    "Gato", "default_model_fn", "loss_and_metrics", "LOGICAL_AXIS_NAMES", "axes", "constrain", "ModelOptions",
     "DecoderLayer", "KVCache", "SequenceModel",
 ]

@@ -15,6 +15,11 @@ from gato_jax.model.transformer import KVCache, SequenceModel, dropout
 from gato_jax.tokenizers.layout import TokenKind, VocabLayout
 
 
+def default_model_fn(config, layout: VocabLayout):
+  """`rngs -> Gato` of a full config: what training, evaluation and fine-tuning all build."""
+  return lambda rngs: Gato(config.model, layout, rngs)
+
+
 class Gato(nnx.Module):
   """Gato(config.model, layout, rngs): features (gato_jax/features.py) -> logits [B, L, vocab_size].
 

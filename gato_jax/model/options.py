@@ -1,4 +1,5 @@
-"""`config.model` read once into a frozen, hashable dataclass (NNX keeps it as static graph data)."""
+"""`config.model` read once into a frozen, hashable dataclass (NNX keeps it as static graph data), and
+which keys of a saved config must match for a checkpoint's parameters to fit (`config_mismatches`)."""
 
 import dataclasses
 
@@ -22,6 +23,10 @@ REMAT_POLICIES = {
 _POSITIVE_INTS = ("num_layers", "num_heads", "head_dim", "embed_dim", "mlp_dim", "max_obs_positions",
                   "num_patch_positions", "resnet_groups", "patch_channels",
                   "patch_stem_stride", "max_length")
+# Model keys that change how the model runs or was initialised, not the parameters it has: they may
+# differ between the config that trained a checkpoint and the one that evaluates or fine-tunes it.
+RUNTIME_MODEL_KEYS = ("dropout_rate", "scan_layers", "remat_policy", "dtype", "attention_impl",
+                      "max_image_tokens", "continuous_init")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,3 +105,18 @@ class ModelOptions:
   @property
   def weight_dtype(self):
     return DTYPES[self.param_dtype]
+
+
+def config_mismatches(trained: dict, config) -> list[str]:
+  """'section.key: trained X, requested Y' for every parameter-shaping key that differs."""
+  out = []
+  for section in ("model", "vocab"):
+    saved = trained.get(section, {})
+    for key, value in dict(config[section]).items():
+      if (section == "model" and key in RUNTIME_MODEL_KEYS) or (section == "vocab" and key == "sentencepiece_model"):
+        continue
+      if section == "model" and key == "max_length" and config.model.position_embedding == "none":
+        continue  # only the KV cache's default size then
+      if key in saved and saved[key] != value:
+        out.append(f"{section}.{key}: trained {saved[key]!r}, requested {value!r}")
+  return out

@@ -27,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from gato_jax import checkpointing
+from gato_jax.model import options
 
 _SPEC = re.compile(r"^(?P<path>.+?)@(?P<step>\d+)$")
 
@@ -98,8 +99,7 @@ def check_compatible(spec: str, source: dict[str, tuple], target: dict[str, tupl
                      trained_config: Optional[dict], config) -> None:
   """One InitFromError line for the first difference: vocabulary / preset keys, then parameters."""
   if trained_config is not None:
-    from gato_jax.evaluation.evaluator import config_mismatches  # pylint: disable=g-import-not-at-top
-    mismatches = [m.replace("trained", "source") for m in config_mismatches(trained_config, config)]
+    mismatches = [m.replace("trained", "source") for m in options.config_mismatches(trained_config, config)]
     if mismatches:
       raise InitFromError(f"config.init_from={spec!r} was trained with a different vocabulary or model "
                           f"preset: {'; '.join(mismatches)}")

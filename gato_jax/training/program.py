@@ -11,13 +11,9 @@ from absl import logging
 import jax
 
 from gato_jax import features, partitioning
+from gato_jax.model import default_model_fn
 from gato_jax.tokenizers.layout import VocabLayout
 from gato_jax.training import optimizer, state as state_lib, step as step_lib
-
-
-def default_model_fn(config, layout: VocabLayout) -> state_lib.ModelFn:
-  from gato_jax.model import Gato  # pylint: disable=g-import-not-at-top
-  return lambda rngs: Gato(config.model, layout, rngs)
 
 
 @dataclasses.dataclass

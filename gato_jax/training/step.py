@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from gato_jax import partitioning
+from gato_jax.model import loss_and_metrics
 from gato_jax.tokenizers.layout import TokenKind
 from gato_jax.training.state import ModelDef, TrainState, typed_key
 
@@ -28,7 +29,6 @@ LossFn = Callable[[nnx.Module, Mapping[str, jax.Array], jax.Array], tuple[jax.Ar
 
 def gato_loss(model, batch, rng):
   """The Gato model's training forward pass (dropout, sampled patch positions) and masked loss."""
-  from gato_jax.model import loss_and_metrics  # pylint: disable=g-import-not-at-top
   return loss_and_metrics(model(batch, train=True, rng=rng), batch)
 
 
