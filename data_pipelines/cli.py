@@ -58,7 +58,7 @@ _SOURCE = flags.DEFINE_string("source", None, "inspect / import: an RLDS dataset
 _NAME = flags.DEFINE_string("name", None, "inspect / import: the dataset name in the data_dir (lowercase, _).")
 _JAT_CONFIG = flags.DEFINE_string("jat_config", "", "inspect / import: the JAT config (task) folder.")
 _MAPPING = flags.DEFINE_string("mapping", None, "inspect / import: overrides of the inferred mapping, "
-                               "as JSON or a JSON file (see gato_jax/data/mapping.py).")
+                               "as JSON or a JSON file (see gato_jax/mapping.py).")
 _IMAGE_SIZE = flags.DEFINE_list("image_size", [], "inspect / import: H,W that every image field becomes "
                                 "(multiples of 16; the mapping's image policy says how).")
 _IMPORTED = flags.DEFINE_bool("imported", False, "list: only the data_dir's datasets no builder here makes "

@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -331,7 +332,6 @@ def _listed(unreadable: Mapping[int, str]) -> str:
 def _agree(outcome: int) -> int:
   if jax.process_count() == 1:
     return outcome
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return int(np.max(multihost_utils.process_allgather(np.array(outcome, np.int32))))
 
 

@@ -3,6 +3,7 @@ and the start-up every entry point shares: flag errors as one line, user task mo
 
 import difflib
 import importlib
+import logging as std_logging
 import os
 import runpy
 import sys
@@ -214,7 +215,6 @@ def _keep_record(record) -> bool:
   if any(library in record.pathname for library in diverted) and (
       record.exc_info or "Traceback" in str(record.msg) or "\n" in str(record.msg)):
     # A library's traceback: kept whole in the details file, out of the way of the decisive line.
-    import logging as std_logging  # pylint: disable=g-import-not-at-top
     write_details(std_logging.Formatter("%(asctime)s %(levelname)s %(pathname)s:%(lineno)d %(message)s")
                   .format(record))
     return False

@@ -31,7 +31,7 @@ _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as tra
 
 
 def print_report(report: dict) -> None:
-  from gato_jax.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
+  from gato_jax.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top  # after flags
   print(report_lib.markdown(report), flush=True)
   files = report.get("files", {})
   print(f"Report: {files.get('json')}  (markdown {files.get('markdown')}, plot {files.get('plot')}, "
@@ -45,7 +45,7 @@ def unbuilt_registered_tasks(config) -> str | None:
   names = [t.strip() for t in str(config.eval.get("tasks", "") or "").split(",") if t.strip()]
   if not names:
     return None
-  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from gato_jax.data import sources  # pylint: disable=g-import-not-at-top  # after flags
   from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
   built = sources.discover_datasets(config.data.data_dir)
   unbuilt = [n for n in names if n in registry.names() and n not in built]
@@ -61,7 +61,7 @@ def main(argv) -> None:
   cli_flags.require(_CONFIG, _WORKDIR)
   cli_flags.quiet_library_logs()
   cli_flags.import_modules(_MODULE_IMPORT.value)
-  from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top
+  from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top  # after flags
   from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   cli_flags.set_details_dir(_WORKDIR.value)

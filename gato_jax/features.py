@@ -22,6 +22,7 @@ A window of L + 1 tokens gives L inputs and L targets, so every input position h
 import numpy as np
 
 from gato_jax.episodes import PATCH_SIZE
+from gato_jax.tokenizers.layout import TokenKind
 
 # The per-token features the model reads (the embedding function's inputs); the rest are the loss's.
 INPUT_FEATURES = ("tokens", "patches", "kinds", "obs_positions", "patch_rows", "patch_cols")
@@ -84,7 +85,6 @@ def random_batch(rng: np.random.Generator, batch_size: int, length: int, layout,
                  patch_size: int = PATCH_SIZE, num_patch_positions: int = 128, max_obs_positions: int = 512):
   """A batch that obeys the contract, for tests and benchmarks: timesteps of images, discrete and
   continuous observations, a separator and actions, with text documents mixed in."""
-  from gato_jax.tokenizers.layout import TokenKind  # local: keeps this module dependency-free
   n = length + 1
   kinds = np.empty((batch_size, n), np.int32)
   tokens = np.zeros((batch_size, n), np.int32)

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import flax.core.spmd
 import flax.linen as nn
+from flax import nnx
 import jax
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -264,7 +265,6 @@ def _variable_logical_axes(variable) -> tuple[str | None, ...] | None:
 
 def logical_axes(state) -> Any:
   """The logical axis names of every Variable of an nnx State, as a pure dict (None = unannotated)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   names = jax.tree.map(lambda v: v.replace(_variable_logical_axes(v)), state,
                        is_leaf=lambda x: isinstance(x, nnx.Variable))
   return nnx.to_pure_dict(names)
@@ -356,7 +356,7 @@ def _cluster_detectable() -> bool:
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     return True
   try:
-    from jax._src import clusters  # pylint: disable=g-import-not-at-top
+    from jax._src import clusters  # pylint: disable=g-import-not-at-top  # private API, guarded below
     return any(not env.opt_in_only_method and env.is_env_present()
                for env in clusters.ClusterEnv._cluster_types)  # pylint: disable=protected-access
   except (ImportError, AttributeError):  # the private API moved: fall back to the usual variables

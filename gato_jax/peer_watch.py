@@ -63,7 +63,7 @@ def exit_on_lost_peer(process_id, num_processes, program: str = "gato-train"):
   """Around jax.distributed.initialize: the client it creates exits 75 when a peer is lost."""
   _context.update(program=program, process=process_id, count=num_processes)
   try:
-    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top  # private API, guarded below
     factory = distributed._jax.get_distributed_runtime_client  # pylint: disable=protected-access
   except (ImportError, AttributeError) as e:
     logging.warning("Cannot install the lost-peer handler (%s): a lost peer aborts the process.", e)

@@ -70,25 +70,25 @@ def main(argv) -> None:
   if _COMPILE_ONLY.value:
     cli_flags.require(_CONFIG, _TOPOLOGY)
     cli_flags.quiet_library_logs()
-    from gato_jax.aot import cli as aot_cli  # pylint: disable=g-import-not-at-top
+    from gato_jax.aot import cli as aot_cli  # pylint: disable=g-import-not-at-top  # entry point: compile-only path
     sys.exit(aot_cli.main(_CONFIG.value, cli_flags.config_path(), _TOPOLOGY.value, _NUM_SLICES.value,
                           _COMPILE_REPORT.value, _WORKDIR.value, cli_flags.fail))
   cli_flags.require(_CONFIG, _WORKDIR)
   cli_flags.quiet_library_logs()
   cli_flags.import_modules(_MODULE_IMPORT.value)
   # Before anything touches a device: joining the other processes defines the device set.
-  from gato_jax import checkpointing, partitioning  # pylint: disable=g-import-not-at-top
+  from gato_jax import checkpointing, partitioning  # pylint: disable=g-import-not-at-top  # after flags
   with peer_watch.exit_on_lost_peer(_PROCESS_ID.value, _NUM_PROCESSES.value):
     partitioning.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                         heartbeat_timeout_seconds=_HEARTBEAT.value,
                                         initialization_timeout=_INIT_TIMEOUT.value)
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top  # after jax.distributed joins the peers
   try:  # before anything is written to the workdir; held until the process ends
     lock = workdir_lock.acquire(_WORKDIR.value, jax.process_index())
   except (workdir_lock.WorkdirBusy, workdir_lock.WorkdirError) as e:
     _stop(e, EXIT_CONFIG)
   cli_flags.set_details_dir(_WORKDIR.value)
-  from gato_jax.training import init_from, loop, optimizer  # pylint: disable=g-import-not-at-top
+  from gato_jax.training import init_from, loop, optimizer  # pylint: disable=g-import-not-at-top  # after flags
   try:
     result = loop.train(_CONFIG.value, _WORKDIR.value)
   except (partitioning.MeshConfigError, loop.ConfigError, init_from.InitFromError,

@@ -115,7 +115,7 @@ class ObjectLock:
 
   def __init__(self, workdir: str, process_index: int = 0, *, heartbeat_s: float = HEARTBEAT_S,
                stale_s: float = STALE_S, settle_s: float = SETTLE_S):
-    from etils import epath  # pylint: disable=g-import-not-at-top
+    from etils import epath  # pylint: disable=g-import-not-at-top  # remote workdirs only
     self.workdir = workdir
     name = "lock.json" if process_index == 0 else f"lock.process_{process_index}.json"
     self.path = epath.Path(workdir) / name

@@ -23,7 +23,7 @@ from gato_jax.envs import registry  # pylint: disable=g-import-not-at-top
 from gato_jax.episodes import EpisodeError  # pylint: disable=g-import-not-at-top
 from gato_jax.evaluation import datasets as eval_datasets  # pylint: disable=g-import-not-at-top
 from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
-from gato_jax.data.mapping import ActionMap, EpisodeMapping, FieldMap  # pylint: disable=g-import-not-at-top
+from gato_jax.mapping import ActionMap, EpisodeMapping, FieldMap  # pylint: disable=g-import-not-at-top
 from gato_jax.envs import recorded  # pylint: disable=g-import-not-at-top
 import gymnasium as gym  # pylint: disable=g-import-not-at-top
 import import_support  # pylint: disable=g-import-not-at-top
@@ -137,8 +137,8 @@ def test_a_malformed_episode_is_named_and_nothing_is_left(minari_root, tmp_path)
 def test_dict_spaces_map_to_nested_fields_and_back_in_the_simulator():
   """A BabyAI-like Dict observation (small uint8 grid, direction, mission text) and a Box frame."""
   from gymnasium import spaces  # pylint: disable=g-import-not-at-top
-  from gato_jax.data import map_numpy  # pylint: disable=g-import-not-at-top
-  from gato_jax.data.mapping import gym_leaves, infer  # pylint: disable=g-import-not-at-top
+  from gato_jax import map_numpy  # pylint: disable=g-import-not-at-top
+  from gato_jax.mapping import gym_leaves, infer  # pylint: disable=g-import-not-at-top
   observation = spaces.Dict({"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "direction": spaces.Discrete(4),
                              "mission": spaces.Text(64), "camera": spaces.Box(0, 255, (60, 80, 3), np.uint8)})
   leaves = gym_leaves(observation, "observation") + gym_leaves(spaces.Discrete(7), "action")

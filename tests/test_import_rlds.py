@@ -106,7 +106,7 @@ def test_a_mapping_that_reads_a_missing_field_is_refused(oxe, tmp_path):
 
 def test_image_policies_agree_in_numpy_and_tensorflow():
   """OXE's 256x256 / 224x224 and JAT's 84x84x4 frames; crop / pad as TF's resize_with_crop_or_pad."""
-  from gato_jax.data import map_numpy, mapping as mapping_lib  # pylint: disable=g-import-not-at-top
+  from gato_jax import map_numpy, mapping as mapping_lib  # pylint: disable=g-import-not-at-top
   oxe = mapping_lib.field_for(mapping_lib.Leaf("observation/image", "uint8", (224, 224, 3)))
   assert oxe.shape == (224, 224, 3) and oxe.channels == "rgb"  # already whole patches: kept as is
   atari = mapping_lib.field_for(mapping_lib.Leaf("image_observations", "uint8", (84, 84, 4)))
@@ -128,7 +128,7 @@ def test_image_policies_agree_in_numpy_and_tensorflow():
 
 def test_dict_actions_are_concatenated_and_odd_frames_padded():
   """RT-1-style dict actions (a vector and a boolean gripper) and Language-Table's 360x640 frames."""
-  from gato_jax.data.mapping import Leaf, infer  # pylint: disable=g-import-not-at-top
+  from gato_jax.mapping import Leaf, infer  # pylint: disable=g-import-not-at-top
   leaves = [Leaf("action/world_vector", "float32", (3,), low=-0.5, high=0.7),
             Leaf("action/open_gripper", "bool", ()), Leaf("observation/rgb", "uint8", (360, 640, 3)),
             Leaf("reward", "float32", ()), Leaf("is_first", "bool", ())]

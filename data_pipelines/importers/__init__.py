@@ -9,14 +9,14 @@ call:
   import_dataset("minari", "D4RL/door/human-v2", NAME, DATA_DIR)
 
 `mapping` (a dict, JSON text or a JSON file) overrides any part of the inferred mapping (see
-gato_jax.data.mapping.EpisodeMapping.with_overrides). Each format's module imports its library only
+gato_jax.mapping.EpisodeMapping.with_overrides). Each format's module imports its library only
 when used (`pip install -e .[import]` for JAT and Minari).
 """
 
 import os
 from typing import Any, Optional
 
-from gato_jax.data.mapping import load_overrides
+from gato_jax.mapping import load_overrides
 
 FORMATS = ("rlds", "jat", "minari")
 

@@ -22,8 +22,8 @@ import tensorflow_datasets as tfds
 
 from data_pipelines.importers import writer
 from gato_jax.data.schema import episode_features
-from gato_jax.data.map_numpy import map_image, map_steps
-from gato_jax.data.mapping import EpisodeMapping, FieldMap, Leaf, infer, load_overrides
+from gato_jax.map_numpy import map_image, map_steps
+from gato_jax.mapping import EpisodeMapping, FieldMap, Leaf, infer, load_overrides
 
 ACTIONS = ("continuous_actions", "discrete_actions")
 OBSERVATIONS = ("image_observations", "continuous_observations", "discrete_observations",

@@ -18,8 +18,8 @@ import numpy as np
 
 from data_pipelines.importers import writer
 from gato_jax.data.schema import episode_features
-from gato_jax.data.map_numpy import map_steps
-from gato_jax.data.mapping import EpisodeMapping, Leaf, get_path, gym_leaves, infer
+from gato_jax.map_numpy import map_steps
+from gato_jax.mapping import EpisodeMapping, Leaf, get_path, gym_leaves, infer
 
 ROOT = "observation"
 RANDOM_EPISODES = 20

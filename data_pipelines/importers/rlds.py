@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from gato_jax import episodes
 from gato_jax.data import foreign, sources
-from gato_jax.data.mapping import EpisodeMapping, Leaf, infer
+from gato_jax.mapping import EpisodeMapping, Leaf, infer
 from gato_jax.episodes import PATCH_SIZE
 
 FLAGS = ("is_first", "is_last", "is_terminal", "discount")

@@ -8,6 +8,8 @@ import os
 import re
 import sys
 
+import jax
+
 from gato_jax import partitioning
 from gato_jax.aot import check, topology
 
@@ -27,7 +29,6 @@ def report_path(report: str | None, workdir: str | None, target: topology.Target
 def main(config, config_path: str, topology_name: str, num_slices: int, report: str | None,
          workdir: str | None, fail) -> int:
   """Runs the check; `fail(message, status)` prints one line and exits (cli_flags.fail)."""
-  import jax  # pylint: disable=g-import-not-at-top
   # Compile-only devices come from libtpu's topology description; the process itself stays on CPU
   # (with libtpu installed and no TPU attached, JAX would otherwise try, and fail, to open a TPU).
   jax.config.update("jax_platforms", "cpu")

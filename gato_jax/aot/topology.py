@@ -110,7 +110,7 @@ def _quiet_native_stderr():
 
 def libtpu_available() -> bool:
   try:
-    import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+    import libtpu  # pylint: disable=g-import-not-at-top,unused-import  # TPU hosts only
   except ImportError:
     return False
   return True
@@ -125,7 +125,7 @@ def compile_only_devices(target: Target) -> list:
   # Compiling never opens a TPU, so libtpu's one-process lock would only stop two checks (two pytest
   # workers, a check beside a run on a TPU VM) from compiling side by side.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top  # after libtpu's env vars above
   kwargs = {"num_slices": target.num_slices} if target.num_slices > 1 else {}
   if target.chip.megacore:
     kwargs["chip_config_name"] = "megacore"

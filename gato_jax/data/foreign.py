@@ -5,7 +5,8 @@
    dataset_info.json), "kind": "control", "domain", "task_spec": TaskSpec.to_dict(),
    "mapping": EpisodeMapping.to_dict(), "splits": {"train": TFDS split, "validation": TFDS split},
    "expert_return" / "random_return" (null when unknown), "description"}
-`sources.read_ref` turns it into a DatasetRef (the data_dir's catalogue lists links too); `make_source` into a seqio.DataSource whose episodes are exactly
+`sources.read_ref` turns it into a DatasetRef (the data_dir's catalogue lists links too);
+`make_source` into a seqio.DataSource whose episodes are exactly
 what `sources.EpisodeSource` yields: dense [T, ...] steps in the TaskSpec's layout, checked with
 `sources.check_structure` / `check_episode`, and an int64 `episode_id`. Processes read disjoint TFDS
 files (seqio ShardInfo -> the read config's input context), or every n-th episode when a split has
@@ -21,7 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from gato_jax.data import sources
-from gato_jax.data.mapping import EpisodeMapping, FieldMap, get_path, nest
+from gato_jax.mapping import EpisodeMapping, FieldMap, get_path, nest
 from gato_jax.episodes import TaskSpec
 
 def make_source(ref: sources.DatasetRef, data_dir: str) -> seqio.DataSource:

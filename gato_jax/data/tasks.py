@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Optional
 import seqio
 import tensorflow as tf
 
-from gato_jax.data import preprocessors, sources
+from gato_jax.data import foreign, mixtures, preprocessors, sources
 from gato_jax.data.feature_converter import task_feature_lengths
 from gato_jax.data.sources import DatasetRef
 from gato_jax.data.vocabulary import GatoVocabulary, sentencepiece_model_path
@@ -94,7 +94,6 @@ def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
   if ref.kind == "control":
     spec = ref.spec if ref.spec is not None else sources.read_task_spec(ref.name, data_dir)
     if ref.link is not None:  # a foreign dataset read in place
-      from gato_jax.data import foreign  # pylint: disable=g-import-not-at-top
       source = foreign.make_source(ref, data_dir)
     else:
       source = sources.EpisodeSource(ref.name, data_dir, spec)
@@ -147,7 +146,6 @@ def register_all(config, datasets: Optional[Iterable[DatasetRef] | Mapping[str, 
 
   Returns the registered task names. `option_overrides` replace PreprocessingOptions fields (tests, evaluation).
   """
-  from gato_jax.data import mixtures  # mixtures name tasks: registered after them
   if datasets is None:
     datasets = sources.discover_datasets(config.data.data_dir)
   refs = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)

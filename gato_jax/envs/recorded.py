@@ -5,10 +5,9 @@ dataset's gymnasium EnvSpec) and the mapping that turned its observations into t
 registered ControlTask but whose metadata has `recorded_env`:
   {"env_spec": gymnasium EnvSpec JSON, "observation_root": the mapping's path of the raw observation,
    "source": e.g. "minari:cartpole/expert-v0"}
-plus `task_spec` and `mapping` (gato_jax.data.mapping.EpisodeMapping.to_dict()). Importing this module
-is TF-free: gato-eval's GIF process unpickles `make_env` (by reference to this module) next to MuJoCo's
-renderer, which crashes with TensorFlow loaded; the mapping (under gato_jax.data) loads only when a
-task is built or observes.
+plus `task_spec` and `mapping` (gato_jax.mapping.EpisodeMapping.to_dict()). Importing this module
+is TF- and JAX-free (the mapping and its NumPy applier are too): gato-eval's GIF process unpickles
+`make_env` (by reference to this module) next to MuJoCo's renderer, which crashes with TensorFlow loaded.
 """
 
 import functools
@@ -18,6 +17,8 @@ import numpy as np
 
 from gato_jax.envs.control import ControlTask
 from gato_jax.episodes import TaskSpec
+from gato_jax.map_numpy import map_observation
+from gato_jax.mapping import EpisodeMapping
 
 DEFAULT_MAX_STEPS = 1000
 
@@ -25,14 +26,13 @@ DEFAULT_MAX_STEPS = 1000
 def make_env(env_spec_json: str, seed: int):
   """The recorded environment (seed unused: episodes are seeded by reset)."""
   del seed
-  import gymnasium as gym  # pylint: disable=g-import-not-at-top
-  from gymnasium.envs.registration import EnvSpec  # pylint: disable=g-import-not-at-top
+  import gymnasium as gym  # pylint: disable=g-import-not-at-top  # optional simulator, only when acting
+  from gymnasium.envs.registration import EnvSpec  # pylint: disable=g-import-not-at-top  # optional simulator
   return gym.make(EnvSpec.from_json(env_spec_json))
 
 
 def _observe(mapping, root: str, raw_obs, env):
   del env
-  from gato_jax.data.map_numpy import map_observation  # pylint: disable=g-import-not-at-top
   return map_observation(mapping, raw_obs, root)
 
 
@@ -56,7 +56,6 @@ def task_from_metadata(name: str, metadata: Mapping[str, Any]) -> ControlTask:
   if missing or "env_spec" not in recorded:
     raise KeyError(f"dataset {name!r}: its metadata lacks {missing or ['recorded_env.env_spec']}; "
                    "re-import it with gato-data import")
-  from gato_jax.data.mapping import EpisodeMapping  # pylint: disable=g-import-not-at-top
   spec = TaskSpec.from_dict(metadata["task_spec"])
   action = spec.action
   return ControlTask(

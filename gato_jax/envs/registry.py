@@ -8,6 +8,7 @@ TFDS files never imports a simulator. `register(task)` adds a user's own task (d
 import importlib
 from typing import Iterator
 
+from gato_jax.envs import recorded
 from gato_jax.envs.control import ControlTask
 
 # Each is a module gato_jax.envs.<domain> with TASKS = [(ControlTask, default train episodes), ...].
@@ -90,6 +91,5 @@ def task_for_dataset(name: str, metadata: dict) -> ControlTask:
   if name in TASKS:
     return TASKS[name]
   if "recorded_env" in metadata:
-    from gato_jax.envs import recorded  # pylint: disable=g-import-not-at-top
     return recorded.task_from_metadata(name, metadata)
   return get(name)  # raises, listing the registered tasks

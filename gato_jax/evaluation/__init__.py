@@ -8,7 +8,9 @@
   report.py    report.json, report.md, TensorBoard, scores.png
   replay.py    GIFs rendered by replaying episodes in a TensorFlow-free child process
   evaluator.py one checkpoint (or every new one, --watch) end to end; gato_jax/evaluate.py is the CLI
-  testing.py   small stand-ins for tests and benchmarks (tiny config, toy simulator, checkpoints)
+
+Small stand-ins for tests and benchmarks (tiny config, toy simulator, checkpoints) live in
+tests/testlib/eval_testing.py.
 
 Nothing is imported here: replay.py runs as a child process that must not load TensorFlow or JAX.
 """

@@ -103,7 +103,7 @@ def _frame(env) -> np.ndarray:
 
 def write_gif(frames, path: str, fps: int = 10, max_side: int = 256) -> str:
   """Frames -> an animated GIF (looping), downscaled so the longer side is at most `max_side`."""
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top  # GIF child process only
   factor = max(1, -(-max(frames[0].shape[:2]) // max_side))
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   imageio.mimsave(path, [f[::factor, ::factor] for f in frames], duration=1000.0 / fps, loop=0)

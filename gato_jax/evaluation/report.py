@@ -111,7 +111,7 @@ def plot_scores(report: Mapping[str, Any], history: list, path: str) -> Optional
   tasks = report.get("tasks", {})
   if not tasks:
     return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib  # pylint: disable=g-import-not-at-top  # the plot only; slow import
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   names = sorted(tasks)
@@ -147,7 +147,7 @@ def plot_scores(report: Mapping[str, Any], history: list, path: str) -> Optional
 
 def write_tensorboard(report: Mapping[str, Any], logdir: str) -> str:
   """Scalars of the report at its step: online scores and returns, summary, offline metrics."""
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top  # TensorBoard only
   step = int(report.get("step", 0))
   writer = SummaryWriter(logdir)
   try:

@@ -70,7 +70,7 @@ def _tile(length: int) -> int:
 
 def flash_tpu(q, k, v):
   """Pallas TPU flash attention (jax.experimental.pallas.ops.tpu.flash_attention), causal."""
-  from jax.experimental.pallas.ops.tpu import flash_attention as fa  # pylint: disable=g-import-not-at-top
+  from jax.experimental.pallas.ops.tpu import flash_attention as fa  # pylint: disable=g-import-not-at-top  # TPU only
   t = _tile(q.shape[1])
   sizes = fa.BlockSizes(block_q=t, block_k_major=t, block_k=t, block_b=1, block_q_major_dkv=t,
                         block_k_major_dkv=t, block_k_dkv=t, block_q_dkv=t, block_k_major_dq=t,
@@ -82,7 +82,7 @@ def flash_tpu(q, k, v):
 
 def splash_tpu(q, k, v):
   """Pallas TPU splash attention with a causal mask (fully masked tiles skipped), as MaxText uses."""
-  from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=g-import-not-at-top
+  from jax.experimental.pallas.ops.tpu.splash_attention import (  # pylint: disable=g-import-not-at-top  # TPU only
       splash_attention_kernel as sk, splash_attention_mask as sm)
   length, heads, t = q.shape[1], q.shape[2], _tile(q.shape[1])
   mask = sm.MultiHeadMask([sm.CausalMask((length, length)) for _ in range(heads)])
@@ -99,7 +99,7 @@ def splash_tpu(q, k, v):
 
 def flash_gpu(q, k, v):
   """Pallas (Triton) GPU flash attention (jax.experimental.pallas.ops.gpu.attention.mha), causal."""
-  from jax.experimental.pallas.ops.gpu import attention as ga  # pylint: disable=g-import-not-at-top
+  from jax.experimental.pallas.ops.gpu import attention as ga  # pylint: disable=g-import-not-at-top  # GPU-only kernel
   t = _tile(q.shape[1])
   sizes = ga.BlockSizes(block_q=t, block_k=t, block_q_dkv=t, block_kv_dkv=t, block_q_dq=t, block_kv_dq=t)
   return ga.mha(q, k, v, None, sm_scale=1.0 / math.sqrt(q.shape[-1]), causal=True, block_sizes=sizes,

@@ -59,7 +59,7 @@ class NonFiniteGuard:
       self.consecutive = 0
       return
     if not task_index.is_fully_addressable:  # every process reaches this at the same step
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top  # multi-host only
       task_index = multihost_utils.process_allgather(task_index, tiled=True)
     tasks = task_counts(np.asarray(task_index), self._task_names)
     if self._mode == "stop":
@@ -73,7 +73,7 @@ class NonFiniteGuard:
 def truncated_records(data_dir: str) -> list[tuple[str, int, str]]:
   """(file, index of the first unreadable record, error) for every TFRecord file under `data_dir`
   that cannot be read to the end. Reads every file: only for diagnosing a failure."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  # diagnosis of real data only
   found = []
   for path in sorted(glob.glob(os.path.join(os.path.expanduser(data_dir), "**", "*.tfrecord*"),
                                recursive=True)):

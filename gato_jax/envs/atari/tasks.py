@@ -36,7 +36,7 @@ GAMES = {
 
 def _make_env(game: str, seed: int):
   del seed  # episodes are seeded by reset(seed=...)
-  import ale_py
+  import ale_py  # optional simulator
   gym.register_envs(ale_py)
   return gym.make(f"ALE/{game}-v5", full_action_space=True, frameskip=4, repeat_action_probability=0.25,
                   max_num_frames_per_episode=108_000)
@@ -58,7 +58,7 @@ def full_frame(raw_obs, env=None):
 def compact_frame(raw_obs, env=None):
   """The RGB frame resized to 84x84 and padded to 96x96 (6 pixels of zeros on every side)."""
   del env
-  from PIL import Image
+  from PIL import Image  # Pillow: resizing only
   small = Image.fromarray(np.asarray(raw_obs, np.uint8)).resize((COMPACT_SIZE, COMPACT_SIZE),
                                                                 Image.Resampling.BILINEAR)
   return {"image": _pad(np.asarray(small), COMPACT_SHAPE)}

@@ -90,7 +90,7 @@ BOT_SEARCHES_PER_STEP = 2000
 
 
 def _bot_expert(env):
-  from minigrid.utils.baby_ai_bot import BabyAIBot
+  from minigrid.utils.baby_ai_bot import BabyAIBot  # optional simulator
   bot = BabyAIBot(env.unwrapped)
   search = bot._breadth_first_search  # pylint: disable=protected-access
   budget = [0]

@@ -108,7 +108,7 @@ def mountaincar_expert(env, max_back_steps: int = 60):
 
 def lunarlander_expert(env):
   """gymnasium's own LunarLander heuristic (PID on angle and hover height)."""
-  from gymnasium.envs.box2d.lunar_lander import heuristic
+  from gymnasium.envs.box2d.lunar_lander import heuristic  # optional (Box2D)
 
   def policy(observation, raw_obs, env):
     del observation

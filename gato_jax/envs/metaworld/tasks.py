@@ -116,7 +116,7 @@ def _state(raw_obs, env):
 
 def _scripted_expert(policy_name: str, env):
   del env
-  from metaworld import policies
+  from metaworld import policies  # optional simulator
   # The policies warn that their gains can exceed [-1, 1]; the actions are clipped to the space below.
   warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high", category=UserWarning)
   scripted = getattr(policies, policy_name)()

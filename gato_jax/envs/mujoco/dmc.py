@@ -25,7 +25,7 @@ def _suite(backend: str):
   before = os.environ.get("MUJOCO_GL")
   os.environ["MUJOCO_GL"] = backend
   try:
-    from dm_control import suite
+    from dm_control import suite  # optional simulator
   finally:
     if before is None:
       del os.environ["MUJOCO_GL"]

@@ -34,7 +34,7 @@ class _RenderWithDMControl(gym.Wrapper):
     if self._physics is None:
       if "tensorflow" in sys.modules:
         raise RuntimeError("MuJoCo rendering needs a process without TensorFlow (see gato_jax/envs/mujoco/dmc.py)")
-      from dm_control import mujoco as dm_mujoco
+      from dm_control import mujoco as dm_mujoco  # optional simulator
       self._physics = dm_mujoco.Physics.from_xml_path(self.unwrapped.fullpath)
     data = self.unwrapped.data
     self._physics.data.qpos[:], self._physics.data.qvel[:] = data.qpos, data.qvel

@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from gato_jax.data.mapping import ActionMap, EpisodeMapping, FieldMap, get_path, nest
+from gato_jax.mapping import ActionMap, EpisodeMapping, FieldMap, get_path, nest
 
 
 def map_image(frames: np.ndarray, field: FieldMap) -> np.ndarray:
@@ -24,7 +24,7 @@ def map_image(frames: np.ndarray, field: FieldMap) -> np.ndarray:
   if frames.shape[1:3] == (height, width):
     return np.ascontiguousarray(frames, np.uint8)
   if field.image_policy == "resize":
-    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from PIL import Image  # pylint: disable=g-import-not-at-top  # Pillow: resizing only
     return np.stack([np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((width, height),
                                                                                  Image.BILINEAR))
                      for f in frames]) if len(frames) else np.zeros((0, height, width, 3), np.uint8)
