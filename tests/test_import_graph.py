@@ -236,3 +236,25 @@ def test_importing_the_simulators_loads_neither_tensorflow_nor_jax():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                        timeout=300, check=True)
   assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+# Rooms of gato_jax that must not import others (docs/ARCHITECTURE.md): the model stands on its own,
+# training and evaluation both stand on it and never on each other backwards, the simulators on the
+# episode schema and the NumPy mapping only.
+FORBIDDEN = {
+    "model": {"data", "training", "evaluation", "envs", "checkpointing"},
+    "data": {"model", "training", "evaluation", "envs"},
+    "training": {"evaluation", "envs"},
+    "tokenizers": {"data", "model", "training", "evaluation", "envs"},
+    "envs": {"data", "model", "training", "evaluation", "tokenizers", "features", "partitioning"},
+}
+
+
+def test_the_library_rooms_depend_one_way():
+  bad = []
+  for name, targets in file_graph().items():
+    room = name.split(".")[1] if "." in name else ""
+    for target in targets:
+      if target.split(".")[1] in FORBIDDEN.get(room, ()):
+        bad.append(f"{name} -> {target}")
+  assert not bad, f"imports against the rooms' one-way rule: {sorted(bad)}"
