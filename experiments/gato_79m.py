@@ -7,8 +7,8 @@ def get_config():
   c = base.base_config()  # base.py is the 79m model (8 x 768, 24 heads), batch 512, 1M steps
   c.checkpoint_every_steps = 2000
   # TPU v4-32 (16 chips x 32 GiB), fully sharded (FSDP) over the slice, 32 sequences per chip.
-  # Per chip (est., launch/SCALING.md): state 0.1 GiB + activations ~8 GiB with full remat (~60 GiB
-  # without: 24 heads of 1024x1024 scores per layer) + f32 logits and their gradient ~8 GiB -> ~16 GiB.
+  # Compiled for v4:2x2x4 (bench/results/fit_table.md): the train step needs 8.35 GiB per chip; up to
+  # 118 sequences per chip fit (30.0 GiB). Check a change first: gato-train ... --compile_only --topology=v4:2x2x4
   c.mesh.data, c.mesh.fsdp = 1, -1
   c.model.remat_policy = "full"
   c.model.dtype = "bfloat16"

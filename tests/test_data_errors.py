@@ -150,3 +150,24 @@ def test_images_the_model_cannot_see_are_refused_before_training(data):
   config.data.mixture = "tiny_pole:1"  # no images: nothing to see
   pipeline.check_model_fits(config, datasets=refs)
   tasks.register_all(config, refs)  # leave the registry as the other tests expect
+
+
+def test_a_malformed_episode_stops_a_new_run_in_one_line_leaving_only_the_log(data, tmp_path):
+  """#21: the streaming check's failure in training names dataset, episode, step and field in one line;
+  the new run's workdir keeps nothing but its log (no config.json, TensorBoard or checkpoints/)."""
+  from gato_jax.training import loop  # pylint: disable=g-import-not-at-top
+  data_dir, refs, bad, _ = data
+  config = testing.tiny_config(data_dir, mixture="bad_nan:1", sequence_length=32, batch_size=4)
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
+  config.num_train_steps, config.checkpoint_every_steps, config.log_every_steps = 20, 1, 1
+  tasks.register_all(config, refs + [bad["bad_nan"]])
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "logs").mkdir()
+  import jax  # pylint: disable=g-import-not-at-top
+  with pytest.raises(loop.DataLossError) as error:
+    loop.train(config, str(workdir), devices=jax.devices()[:1])
+  message = str(error.value)
+  assert message.startswith("malformed episode: dataset bad_nan, split train") and "\n" not in message
+  assert "field observation/state" in message
+  assert sorted(p.name for p in workdir.iterdir()) == ["logs"]

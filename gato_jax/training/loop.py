@@ -9,6 +9,7 @@ is checked after step s + 1 is queued, and metrics are fetched only at log steps
 
 import dataclasses
 import os
+import shutil
 import signal
 import threading
 from typing import Callable
@@ -140,6 +141,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   # Refusals that must leave the workdir as it was come before its first write.
   checkpointing.check_checkpoints_present(workdir, config.checkpoint.get("on_unreadable", "fallback"))
   init_from.check_before_writing(config, abstract_state.params, workdir)
+  first_run = "://" not in workdir and not os.path.exists(os.path.join(workdir, "config.json"))
   _save_config_json(config, workdir)
   ckpt = checkpointing.TrainCheckpointManager(
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
@@ -217,6 +219,14 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
         and step > 0):
       ckpt.wait_until_finished()
       checkpointing.export_params(state.params, os.path.join(workdir, "params"))
+  except DataLossError:
+    # A malformed episode in the first batches of a new run: the run leaves nothing but its log.
+    if first_run:
+      ckpt.wait_until_finished()
+      if ckpt.latest_step() is None:
+        metrics_logger.close()
+        _forget_first_run(workdir)
+    raise
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
@@ -233,6 +243,19 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
       ckpt.close()
     metrics_logger.close()
   return TrainResult(state=state, step=step, preempted=preempted, last_metrics=last_scalars)
+
+
+def _forget_first_run(workdir: str) -> None:
+  """Removes what a new run wrote before it trained a step (config, TensorBoard, an empty checkpoints/);
+  logs/ stays."""
+  if jax.process_index() != 0:
+    return
+  for name in ("config.json", "tensorboard", "checkpoints"):
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+      os.remove(path)
 
 
 def _last_checkpoint(ckpt) -> str:
