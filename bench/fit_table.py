@@ -74,34 +74,38 @@ def _try(config, target, devices, per_chip, which=("train_step",)):
 
 
 def largest_batch(config, target, devices) -> tuple[int, list, object]:
-  """The largest batch per chip whose train step fits, every (per chip, GiB, fits) tried, and the
-  train step's report at that batch."""
-  tried, fits = [], {}
+  """The largest batch per chip whose train step fits (to within 1/16, at most 8 compiles), every
+  (per chip, GiB, fits) tried, and the train step's report at that batch."""
+  fits = {}
+
+  def attempt(per_chip):
+    if per_chip not in fits:
+      fits[per_chip] = _try(config, target, devices, per_chip)
+    return fits[per_chip]
+
   start = max(1, int(config.batch_size // target.chips))
-  fit, peak = fits[start] = _try(config, target, devices, start)
-  tried.append((start, peak / check.GIB, fit is not None))
-  while fit is None and start > 1:  # too big: halve until it fits
+  while attempt(start)[0] is None and start > 1:  # too big: halve until it fits
     start //= 2
-    fit, peak = fits[start] = _try(config, target, devices, start)
-    tried.append((start, peak / check.GIB, fit is not None))
-  if fit is None:
-    return 0, tried, None
-  if 2 * start not in fits:
-    fits[2 * start] = _try(config, target, devices, 2 * start)
-  second, peak2 = fits[2 * start]
-  tried.append((2 * start, peak2 / check.GIB, second is not None))
+  if attempt(start)[0] is None:
+    return 0, _tried(fits), None
+  peak, peak2 = attempt(start)[1], attempt(2 * start)[1]
   slope = max((peak2 - peak) / start, 1.0)
-  guess = max(start, int(start + (target.chip.hbm_bytes * 0.97 - peak) // slope))
-  for _ in range(3):
-    if guess in (t[0] for t in tried if t[2]) and guess + 1 in (t[0] for t in tried if not t[2]):
+  guess = max(start + 1, int(start + (target.chip.hbm_bytes * 0.97 - peak) // slope))
+  for _ in range(6):
+    lo = max(b for b, (f, _) in fits.items() if f is not None)
+    hi = min((b for b, (f, _) in fits.items() if f is None), default=None)
+    if hi is not None and hi - lo <= max(1, lo // 16):
       break
-    fit_g, peak_g = fits[guess] = _try(config, target, devices, guess)
-    tried.append((guess, peak_g / check.GIB, fit_g is not None))
-    if fit_g is not None:
-      break
-    guess = max(start, guess - max(1, guess // 8))
-  best = max(t[0] for t in tried if t[2])
-  return best, tried, fits[best][0].programs["train_step"]
+    if not (lo < guess and (hi is None or guess < hi)):
+      guess = (lo + hi) // 2 if hi is not None else 2 * lo
+    attempt(guess)
+    guess = -1  # after the line's guess, bisect
+  best = max(b for b, (f, _) in fits.items() if f is not None)
+  return best, _tried(fits), fits[best][0].programs["train_step"]
+
+
+def _tried(fits) -> list:
+  return [(b, peak / check.GIB, f is not None) for b, (f, peak) in fits.items()]
 
 
 def roofline(fit: check.FitReport, target: topology.Target) -> dict:
@@ -168,7 +172,9 @@ def markdown(rows: list[dict]) -> str:
                "machine). The last three columns are ESTIMATES (roofline, module docstring) from published "
                "chip figures, never measured on a TPU: the step time is the largest of the three bounds, "
                "and the MFU ceiling is what that would give (a compute-bound row is at 1 / remat "
-               "recompute by construction: real MFU is lower). Regenerate: `python bench/fit_table.py`.")
+               "recompute by construction: real MFU is lower). The largest batch is the largest that compiled "
+               "within HBM; a row's JSON lists every batch tried (a row whose line-fit guess fitted first "
+               "try is a lower bound within a few percent). Regenerate: `python bench/fit_table.py`.")
   return "\n".join(lines) + "\n"
 
 
