@@ -69,8 +69,7 @@ def _try(config, target, devices, per_chip, which=("train_step",)):
     fit = check.compile_for(config, target, which=which, devices=devices)
     return fit, fit.programs["train_step"].peak_bytes
   except check.DoesNotFit as e:
-    needed = float(str(e).split("it needs ")[1].split(" GiB")[0]) * check.GIB
-    return None, needed
+    return None, e.needed_bytes
 
 
 def largest_batch(config, target, devices) -> tuple[int, list, object]:

@@ -7,7 +7,7 @@ The full run takes 30+ minutes on a loaded 2-core machine (load 20). Presets abo
 1 warm-up step and 1 timed step.
 
 Every row runs the real path: `create_train_state` on a partitioning mesh, `make_train_step`,
-compiled ahead of time by `loop.compile_train_step` with the state donated, fed the synthetic
+compiled ahead of time by `program.compile_train_step` (gato_jax/training/program.py) with the state donated, fed the synthetic
 iterator's `features.random_batch` rows (images, observations, actions, text documents) already on
 the device. The clock covers `--steps` steps after `--warmup`, each ended by block_until_ready.
 
@@ -46,7 +46,7 @@ from bench import results_io  # noqa: E402  (the repository root is on sys.path 
 
 from gato_jax import partitioning  # noqa: E402
 from gato_jax.tokenizers.layout import VocabLayout  # noqa: E402
-from gato_jax.training import flops, loop, optimizer, state as state_lib, step as step_lib  # noqa: E402
+from gato_jax.training import flops, program as program_lib, state as state_lib  # noqa: E402
 from gato_jax.training.synthetic import SyntheticIterator  # noqa: E402
 
 _PRESETS = flags.DEFINE_list("presets", ["tiny_demo", "gato_79m", "gato_364m"], "experiments/<name>.py presets")
@@ -139,15 +139,11 @@ class Runner:
     if gather_images:
       m.max_image_tokens = self.image_tokens
     mesh = partitioning.make_mesh(config.mesh, devices)
-    model_fn = loop.default_model_fn(config, layout)
-    model_def, _ = state_lib.abstract_model(model_fn)
-    tx = optimizer.make_optimizer(config, model_def.param_axes, model_def.abstract_params)
-    schedule = optimizer.learning_rate_schedule(config.optimizer, config.num_train_steps)
-    abstract_state = state_lib.abstract_train_state(model_fn, tx, mesh, model_def)
-    self.state = state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed)
-    train_step = step_lib.make_train_step(model_def, tx, schedule)
+    program = program_lib.build(config, mesh)  # the loop's own train program
+    model_def = program.model_def
+    self.state = state_lib.create_train_state(program.model_fn, program.tx, mesh, model_def, config.seed)
     started = time.perf_counter()
-    self.compiled = loop.compile_train_step(train_step, abstract_state, mesh, config)
+    self.compiled = program_lib.compile_train_step(program.train_step, program.abstract_state, mesh, config)
     self.compile_s = time.perf_counter() - started
     started = time.perf_counter()
     self.batch = jax.block_until_ready(partitioning.global_batch(local, mesh, batch_size))

@@ -75,20 +75,27 @@ def _last_line(path):
   return lines[-1] if lines else ""
 
 
-def test_a_dead_coordinator_ends_the_survivor_with_75_and_one_line(tmp_path, cache_env):
-  procs = _launch_two(tmp_path, cache_env, *LONG, "--heartbeat_timeout_seconds=10")
-  log0, log1 = tmp_path / "p0.log", tmp_path / "p1.log"
+def _kill_after_step_16(procs, log0, kill, survivor: int):
+  """Once process 0 logs step 16, runs `kill()` and times `survivor`'s exit: (exit code, seconds).
+  Every process still running is killed on the way out."""
   try:
     _wait_for(lambda: "step 16/" in log0.read_text() or procs[0].poll() is not None, 900, "training")
     assert procs[0].poll() is None, log0.read_text()[-3000:]
-    procs[0].send_signal(signal.SIGKILL)  # the coordinator: the survivor used to abort (134)
+    kill()
     killed = time.time()
-    code = procs[1].wait(timeout=120)
-    waited = time.time() - killed
+    code = procs[survivor].wait(timeout=120)
+    return code, time.time() - killed
   finally:
     for proc in procs:
       if proc.poll() is None:
         proc.kill()
+
+
+def test_a_dead_coordinator_ends_the_survivor_with_75_and_one_line(tmp_path, cache_env):
+  procs = _launch_two(tmp_path, cache_env, *LONG, "--heartbeat_timeout_seconds=10")
+  log0, log1 = tmp_path / "p0.log", tmp_path / "p1.log"
+  # The coordinator dies: the survivor used to abort (134).
+  code, waited = _kill_after_step_16(procs, log0, lambda: procs[0].send_signal(signal.SIGKILL), survivor=1)
   text = log1.read_text()
   assert code == 75, text[-3000:]
   assert waited < 10 + 15, f"process 1 took {waited:.0f}s to exit"
@@ -102,18 +109,12 @@ def test_a_survivor_honours_sigterm_when_its_peer_is_gone(tmp_path, cache_env):
   env = {**cache_env, "GATO_STOP_TIMEOUT_S": "5"}
   procs = _launch_two(tmp_path, env, *LONG)
   log0 = tmp_path / "p0.log"
-  try:
-    _wait_for(lambda: "step 16/" in log0.read_text() or procs[0].poll() is not None, 900, "training")
-    assert procs[0].poll() is None, log0.read_text()[-3000:]
+
+  def kill_peer_then_stop_survivor():
     procs[1].send_signal(signal.SIGKILL)
     procs[0].send_signal(signal.SIGTERM)
-    killed = time.time()
-    code = procs[0].wait(timeout=120)
-    waited = time.time() - killed
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
+
+  code, waited = _kill_after_step_16(procs, log0, kill_peer_then_stop_survivor, survivor=0)
   text = log0.read_text()
   assert code == 75, text[-3000:]
   assert waited < 5 + 10, f"process 0 took {waited:.0f}s to exit"

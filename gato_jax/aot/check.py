@@ -24,6 +24,10 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 class DoesNotFit(Exception):
   """A program needs more HBM per chip than the target has; the message says what to change."""
 
+  def __init__(self, message: str, needed_bytes: int):
+    super().__init__(message)
+    self.needed_bytes = needed_bytes
+
 
 @dataclasses.dataclass
 class FitReport:
@@ -134,12 +138,12 @@ def compile_for(config, target: topology.Target, *, config_name: str = "",
         raise
       fit.fits = False
       fit.problem = _problem(name, oom[0], target, config, mesh, available=oom[1])
-      raise DoesNotFit(fit.problem) from None
+      raise DoesNotFit(fit.problem, oom[0]) from None
     fit.programs[name] = report
     if report.peak_bytes > target.chip.hbm_bytes:
       fit.fits = False
       fit.problem = _problem(name, report.peak_bytes, target, config, mesh)
-      raise DoesNotFit(fit.problem)
+      raise DoesNotFit(fit.problem, report.peak_bytes)
   return fit
 
 

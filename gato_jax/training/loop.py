@@ -43,7 +43,6 @@ class TrainResult:
 
 
 default_model_fn = program_lib.default_model_fn
-compile_train_step = program_lib.compile_train_step
 
 
 def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
@@ -171,7 +170,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
                                                 config.batch_size, length),
       peak_flops=flops.peak_flops_per_device(config.model.dtype, config.get("peak_flops_per_device", 0.0))
       * mesh.size)
-  compiled = compile_train_step(program.train_step, abstract_state, mesh, config)
+  compiled = program_lib.compile_train_step(program.train_step, abstract_state, mesh, config)
   # Processes finish compiling at different times; their first collective must not wait for a slow
   # peer (CPU gloo gives up after 30s), so they meet at a coordination-service barrier first.
   checkpointing.barrier("gato_train_compiled", timeout_s=START_BARRIER_TIMEOUT_S)
