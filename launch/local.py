@@ -8,7 +8,8 @@ collectives, and the three distributed flags appended to its command (`--coordin
 `--num_processes`, `--process_id`). Logs stream with a `[proc i]` prefix. SIGINT / SIGTERM go to every
 child. When one child fails, the others get `--grace_period_s` to exit on their own (gato-train
 exits 75 as soon as a collective with the dead peer fails), then SIGTERM, then SIGKILL after another
-grace period; the launcher exits with the failed child's status, so a dead peer never leaves the job
+grace period; the launcher exits with the status of the child that failed first (a survivor's 75 never
+hides the death that caused it, whichever the launcher saw first), so a dead peer never leaves the job
 hanging. A survivor waiting in a coordination-service barrier (a checkpoint save) learns of the death
 only from the missed heartbeats, so give gato-train a `--heartbeat_timeout_seconds` below the grace
 period when the survivors should always exit on their own. Children also get `GATO_STOP_TIMEOUT_S`
@@ -31,6 +32,8 @@ import time
 DISTRIBUTED_FLAGS = ("--coordinator_address", "--num_processes", "--process_id")
 _DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 _POLL_S = 0.05
+# gato-train's status when a peer is lost (gato_jax/peer_watch.py): a consequence, never the cause.
+_EXIT_PEER_LOST = 75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,18 +156,35 @@ class LocalJob:
     for proc in self._procs:
       proc.wait()
 
-  def _stop_after_failure(self):
+  def _stop_after_failure(self) -> list:
     """A peer died: the others' next collective fails and gato-train exits at once (status 75). A
     SIGTERM first would start jax's coordinated preemption save, which waits for every peer, the dead
-    one included, so it comes only to those still running after the grace period."""
+    one included, so it comes only to those still running after the grace period. Returns each
+    child's status from before the launcher signalled anyone (None: it was still running)."""
     deadline = time.monotonic() + self._grace_period_s
     while any(p.poll() is None for p in self._procs) and time.monotonic() < deadline:
       time.sleep(_POLL_S)
-    if any(p.poll() is None for p in self._procs):
+    on_their_own = [p.poll() for p in self._procs]
+    if any(c is None for c in on_their_own):
       self._signal_children(signal.SIGTERM)
       self._stop_all(time.monotonic() + self._grace_period_s)
     for proc in self._procs:
       proc.wait()
+    return on_their_own
+
+  def _root_cause_status(self, first_seen: int, code: int, on_their_own: list) -> int:
+    """The job's status. A survivor that noticed a death exits 75 and may be reaped before the dead
+    peer is (a killed process takes a moment to tear down), so a child that failed on its own in any
+    other way is the cause, and its status is the job's."""
+    if code != _EXIT_PEER_LOST:
+      return _exit_status(code)
+    causes = [(i, c) for i, c in enumerate(on_their_own) if c not in (None, 0, _EXIT_PEER_LOST)]
+    if not causes:
+      return _exit_status(code)
+    process_id, cause = causes[0]
+    self._say(f"process {process_id} exited with status {_exit_status(cause)}, the cause of process "
+              f"{first_seen}'s {_EXIT_PEER_LOST}: the job's status is {_exit_status(cause)}")
+    return _exit_status(cause)
 
   def _start(self):
     base_env = dict(os.environ)
@@ -208,8 +228,8 @@ class LocalJob:
         process_id, code = failed[0]
         self._say(f"process {process_id} exited with status {_exit_status(code)}: stopping the others "
                   f"(they get {self._grace_period_s:g}s to notice and exit on their own, then SIGTERM)")
-        self._stop_after_failure()
-        return _exit_status(code)
+        on_their_own = self._stop_after_failure()
+        return self._root_cause_status(process_id, code, on_their_own)
       if all(c == 0 for c in codes):
         return 0
       if self._timeout_s and time.monotonic() - started > self._timeout_s:

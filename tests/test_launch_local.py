@@ -128,6 +128,22 @@ def test_a_survivor_that_exits_on_its_own_gets_no_signal(tmp_path):
   assert "got SIGTERM" not in result.stdout and "SIGKILL" not in result.stderr
 
 
+def test_a_survivors_75_seen_first_does_not_hide_the_death_that_caused_it(tmp_path):
+  """The launcher may reap the survivor's 75 before the killed peer (its teardown takes a moment): the
+  job's status is still the killed peer's, as CI once saw it race."""
+  path = tmp_path / "peer.py"
+  path.write_text(_PEER.replace(
+      'time.sleep(120)',
+      'import os\nif rank == 0:\n  time.sleep(0.3)\n  sys.exit(75)\n'
+      'time.sleep(1.5)\nos.kill(os.getpid(), signal.SIGKILL)'))
+  result = _launch(["--num_processes=2", "--devices_per_process=1", "--grace_period_s=10", "--",
+                    sys.executable, str(path), "--mode=wait"], timeout=60)
+  assert "process 0 exited with status 75: stopping the others" in result.stderr, result.stderr
+  assert result.returncode == 137, result.stdout + result.stderr
+  assert "process 1 exited with status 137, the cause of process 0's 75" in result.stderr
+  assert "got SIGTERM" not in result.stdout
+
+
 def test_a_peer_that_ignores_sigterm_is_killed_after_the_grace_period(peer):
   start = time.monotonic()
   result = _launch(["--num_processes=2", "--devices_per_process=1", "--grace_period_s=1",
