@@ -141,7 +141,8 @@ class Runner:
     mesh = partitioning.make_mesh(config.mesh, devices)
     program = program_lib.build(config, mesh)  # the loop's own train program
     model_def = program.model_def
-    self.state = state_lib.create_train_state(program.model_fn, program.tx, mesh, model_def, config.seed)
+    self.state = state_lib.create_train_state(program.model_fn, program.tx, mesh, model_def, config.seed,
+                                              rules=program.rules)
     started = time.perf_counter()
     self.compiled = program_lib.compile_train_step(program.train_step, program.abstract_state, mesh, config)
     self.compile_s = time.perf_counter() - started

@@ -19,6 +19,9 @@ tables (e.g. 3 input channels of the patch encoder) never block a mesh shape.
 From config (no code edits): `config.mesh.rules` replaces the default table, `config.mesh.extra_rules`
 goes in front of it (a name's first rule wins), e.g. sequence sharding of the activations:
   c.mesh.extra_rules = (("activation_length", "tensor"),)
+`rules_from_config(config.mesh)` gives the table once; it travels beside the mesh as an argument of
+every helper that maps logical names (no module state keyed by mesh, so a mesh made any other way
+never silently gets another config's table, or the default one).
 Multi-slice (TPU pods over DCN): `config.mesh.num_slices` > 1 lays `config.mesh.dcn_axis` (data or
 fsdp) across slices and the rest within each slice (`mesh_utils.create_hybrid_device_mesh`).
 """
@@ -117,11 +120,8 @@ def resolve_mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tupl
 
 
 def make_mesh(mesh_config: Mapping[str, Any], devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
-  """The (data, fsdp, tensor) mesh over every process's devices, all axes Auto (rule-driven).
-
-  Also registers the config's rules table for this mesh (`rules_for`), so every sharding helper below
-  given this mesh uses it. A mesh over the same devices and shape from another config replaces it.
-  """
+  """The (data, fsdp, tensor) mesh over every process's devices, all axes Auto (rule-driven). Its
+  rules table is `rules_from_config(mesh_config)`, passed beside it to every helper below."""
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(mesh_config, len(devices))
   num_slices = int(dict(mesh_config).get("num_slices", 1) or 1)
@@ -131,7 +131,6 @@ def make_mesh(mesh_config: Mapping[str, Any], devices: Sequence[Any] | None = No
     mesh = jax.sharding.Mesh(hybrid_device_array(ici, dcn, devices), MESH_AXES, axis_types=auto)
   else:
     mesh = jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
-  _MESH_RULES[mesh] = rules_from_config(mesh_config)
   return mesh
 
 
@@ -171,9 +170,6 @@ def hybrid_device_array(ici_shape: Sequence[int], dcn_shape: Sequence[int], devi
   return np.block(blocks.tolist())
 
 
-_MESH_RULES: dict = {}  # mesh -> the rules table of the config that made it (make_mesh)
-
-
 def rules_from_config(mesh_config: Mapping[str, Any]) -> tuple:
   """The rules table of `config.mesh`: `rules` (or the default) with `extra_rules` in front."""
   values = dict(mesh_config)
@@ -200,11 +196,6 @@ def resolve_rules(extra=(), base=LOGICAL_AXIS_RULES) -> tuple:
   return rules_from_config({"rules": base, "extra_rules": extra})
 
 
-def rules_for(mesh: jax.sharding.Mesh | None) -> tuple:
-  """The rules table registered for `mesh` by make_mesh, else the default table."""
-  return _MESH_RULES.get(mesh, LOGICAL_AXIS_RULES) if mesh is not None else LOGICAL_AXIS_RULES
-
-
 def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
   return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
@@ -229,13 +220,11 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, grad_accum_steps:
 
 
 def logical_to_mesh_spec(logical_axes: Sequence[str | None] | None, shape: Sequence[int] | None = None,
-                         mesh: jax.sharding.Mesh | None = None,
-                         rules: Sequence[tuple[str, Any]] | None = None) -> P:
-  """The mesh PartitionSpec of one array from its logical axis names (see the module docstring);
-  `rules` default to the mesh's (rules_for)."""
+                         mesh: jax.sharding.Mesh | None = None, *, rules: Sequence[tuple[str, Any]]) -> P:
+  """The mesh PartitionSpec of one array from its logical axis names under `rules` (see the module
+  docstring); with `shape` and `mesh`, a dimension the mesh axes do not divide is replicated."""
   if logical_axes is None:
     return P()
-  rules = rules_for(mesh) if rules is None else rules
   spec = list(nn.logical_to_mesh_axes(tuple(logical_axes), rules))
   if shape is not None and mesh is not None:
     for i, (axes, size) in enumerate(zip(spec, shape)):
@@ -270,10 +259,10 @@ def logical_axes(state) -> Any:
   return nnx.to_pure_dict(names)
 
 
-def tree_shardings(abstract_tree, axes_tree, mesh: jax.sharding.Mesh, rules=None) -> Any:
+def tree_shardings(abstract_tree, axes_tree, mesh: jax.sharding.Mesh, *, rules) -> Any:
   """NamedShardings for a tree of arrays/ShapeDtypeStructs from a matching tree of logical axes."""
   def one(x, axes):
-    return NamedSharding(mesh, logical_to_mesh_spec(axes, x.shape, mesh, rules))
+    return NamedSharding(mesh, logical_to_mesh_spec(axes, x.shape, mesh, rules=rules))
   return jax.tree.map(one, abstract_tree, axes_tree, is_leaf=lambda x: x is None or isinstance(x, tuple))
 
 
@@ -308,10 +297,9 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
 
 
 @contextlib.contextmanager
-def axis_rules(mesh: jax.sharding.Mesh, rules=None):
-  """Makes `mesh` current and its rules table (or `rules`) active, for model code that constrains
-  activations."""
-  with jax.set_mesh(mesh), flax.core.spmd.logical_axis_rules(rules_for(mesh) if rules is None else rules):
+def axis_rules(mesh: jax.sharding.Mesh, rules):
+  """Makes `mesh` current and `rules` active, for model code that constrains activations."""
+  with jax.set_mesh(mesh), flax.core.spmd.logical_axis_rules(rules):
     yield
 
 

@@ -103,7 +103,7 @@ def test_pallas_kernels_lower_through_mosaic(devices, impl):
   def loss(q, k, v):
     return attention.causal_attention(q, k, v, impl).astype(jnp.float32).sum()
 
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, partitioning.LOGICAL_AXIS_RULES):
     compiled = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, q, q).compile()
   assert "tpu_custom_call" in compiled.as_text()
 

@@ -54,7 +54,7 @@ def test_kernel_under_a_mesh_runs_per_device_with_the_rules_specs(interpret):
   devices; the shard_map wrapping is the same for every Pallas kernel.)"""
   q, k, v, _ = qkv(batch=4)
   mesh = partitioning.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, partitioning.LOGICAL_AXIS_RULES):
     out = jax.jit(lambda q, k, v: attention.causal_attention(q, k, v, "pallas_gpu"))(q, k, v)
   np.testing.assert_allclose(out, attention.causal_attention(q, k, v, "xla"), rtol=1e-5, atol=2e-6)
 

@@ -163,7 +163,7 @@ def test_train_state_from_fsdp4_tensor2_restores_onto_one_device(tmp_path):
   model_def, _ = state_lib.abstract_model(model_fn)
   tx = optimizer.make_optimizer(config, model_def.param_axes, model_def.abstract_params)
   big = partitioning.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 4, "tensor": 2}))
-  state = state_lib.create_train_state(model_fn, tx, big, model_def, seed=0)
+  state = state_lib.create_train_state(model_fn, tx, big, model_def, seed=0, rules=partitioning.LOGICAL_AXIS_RULES)
   specs = [x.sharding.spec for x in jax.tree.leaves(state.params)]
   assert any("fsdp" in str(s) for s in specs) and any("tensor" in str(s) for s in specs)
   ckpt = checkpointing.TrainCheckpointManager(tmp_path / "checkpoints", every_steps=1)
@@ -173,7 +173,7 @@ def test_train_state_from_fsdp4_tensor2_restores_onto_one_device(tmp_path):
 
   one = partitioning.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}),
                                jax.devices()[:1])
-  target = state_lib.abstract_train_state(model_fn, tx, one, model_def)
+  target = state_lib.abstract_train_state(model_fn, tx, one, model_def, rules=partitioning.LOGICAL_AXIS_RULES)
   restored, step, _ = ckpt.restore_latest(target)
   assert step == 1
   expected = support.params_to_numpy(state)

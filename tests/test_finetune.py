@@ -58,7 +58,8 @@ def _initial_state(config, seed):
   model_def, _ = state_lib.abstract_model(model_fn)
   tx = optimizer.make_optimizer(config, model_def.param_axes, model_def.abstract_params)
   mesh = partitioning.make_mesh(config.mesh)
-  return state_lib.create_train_state(model_fn, tx, mesh, model_def, seed), mesh
+  return state_lib.create_train_state(model_fn, tx, mesh, model_def, seed,
+                                      rules=partitioning.rules_from_config(config.mesh)), mesh
 
 
 @pytest.mark.parametrize("spec,expected", [
@@ -183,7 +184,7 @@ def _train_steps(config, steps=3):
   mesh = partitioning.make_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 1, "tensor": 1}), jax.devices()[:1])
   train_step = jax.jit(step_lib.make_train_step(model_def, tx, schedule))
   rng = np.random.default_rng(0)
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, partitioning.LOGICAL_AXIS_RULES):
     for _ in range(steps):
       batch = features.random_batch(rng, config.batch_size, config.data.sequence_length, layout,
                                     num_patch_positions=config.model.num_patch_positions,

@@ -68,12 +68,15 @@ def test_rules_from_config_extend_and_replace_the_default_table():
   extra = (("activation_length", "tensor"),)
   config = ml_collections.ConfigDict({"data": 2, "fsdp": 2, "tensor": 2, "extra_rules": extra})
   mesh = partitioning.make_mesh(config, jax.devices()[:8])
-  rules = partitioning.rules_for(mesh)
+  rules = partitioning.rules_from_config(config)
   assert rules[:1] == extra and rules[1:] == partitioning.LOGICAL_AXIS_RULES
-  assert partitioning.logical_to_mesh_spec(lg.ACTIVATION, mesh=mesh) == P(("data", "fsdp"), "tensor", None)
-  # The same devices and shape from a config without rules: the default table again.
-  mesh = partitioning.make_mesh(ml_collections.ConfigDict({"data": 2, "fsdp": 2, "tensor": 2}), jax.devices()[:8])
-  assert partitioning.logical_to_mesh_spec(lg.ACTIVATION, mesh=mesh) == P(("data", "fsdp"), None, None)
+  assert partitioning.logical_to_mesh_spec(lg.ACTIVATION, mesh=mesh, rules=rules) == P(("data", "fsdp"), "tensor", None)
+  # A config without rules: the default table.
+  rules = partitioning.rules_from_config(ml_collections.ConfigDict({"data": 2, "fsdp": 2, "tensor": 2}))
+  assert partitioning.logical_to_mesh_spec(lg.ACTIVATION, mesh=mesh, rules=rules) == P(("data", "fsdp"), None, None)
+  # The rules travel beside the mesh: a sharding helper given none refuses instead of guessing.
+  with pytest.raises(TypeError, match="rules"):
+    partitioning.logical_to_mesh_spec(lg.ACTIVATION, mesh=mesh)
   replaced = partitioning.rules_from_config({"rules": [["activation_batch", "data"], ["embed", ["fsdp", "tensor"]]]})
   assert replaced == (("activation_batch", "data"), ("embed", ("fsdp", "tensor")))
 
@@ -93,13 +96,15 @@ def test_gato_79m_shards_abstractly_under_an_overridden_rule_set():
   layout = VocabLayout.from_config(config.vocab)
   model_def, _ = state_lib.abstract_model(loop.default_model_fn(config, layout))
   mesh = partitioning.make_mesh(config.mesh, jax.devices()[:8])
-  shardings = partitioning.tree_shardings(model_def.abstract_params, model_def.param_axes, mesh)
+  shardings = partitioning.tree_shardings(model_def.abstract_params, model_def.param_axes, mesh,
+                                          rules=partitioning.rules_from_config(config.mesh))
   specs = {jax.tree_util.keystr(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
   assert specs["['embedding']['token_table']['embedding']"] == P(None, ("fsdp", "tensor"))
   query = next(spec for path, spec in specs.items() if "query" in path)
   assert query == P(None, ("fsdp", "tensor"), None, None)
   default = partitioning.tree_shardings(model_def.abstract_params, model_def.param_axes,
-                                        partitioning.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8]))
+                                        partitioning.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8]),
+                                        rules=partitioning.LOGICAL_AXIS_RULES)
   default_specs = {jax.tree_util.keystr(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(default)[0]}
   assert default_specs["['embedding']['token_table']['embedding']"] == P("tensor", "fsdp")
   # Every parameter's sharded dimensions divide: 79M fits this rule set without a replication fallback.

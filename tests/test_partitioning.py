@@ -61,7 +61,7 @@ def test_batch_not_divisible_by_data_parallel_size_is_refused_with_nearest_sizes
 
 
 def test_rules_resolve_params_and_activations_by_their_own_names():
-  rules = partitioning.logical_to_mesh_spec
+  rules = lambda names, rules=partitioning.LOGICAL_AXIS_RULES: partitioning.logical_to_mesh_spec(names, rules=rules)
   assert rules(("vocab", "embed")) == P("tensor", "fsdp")
   assert rules(("layers", "embed", "heads", "kv")) == P(None, "fsdp", "tensor", None)
   assert rules(("layers", "mlp", "embed")) == P(None, "tensor", "fsdp")
@@ -77,8 +77,8 @@ def test_rules_resolve_params_and_activations_by_their_own_names():
 
 def test_dimension_the_mesh_does_not_divide_is_replicated():
   mesh = partitioning.make_mesh(mesh_config(1, 4, 2))
-  assert partitioning.logical_to_mesh_spec(("conv_in", "embed"), (3, 6), mesh) == P(None, None)
-  assert partitioning.logical_to_mesh_spec(("vocab", "embed"), (384, 6), mesh) == P("tensor", None)
+  assert partitioning.logical_to_mesh_spec(("conv_in", "embed"), (3, 6), mesh, rules=partitioning.LOGICAL_AXIS_RULES) == P(None, None)
+  assert partitioning.logical_to_mesh_spec(("vocab", "embed"), (384, 6), mesh, rules=partitioning.LOGICAL_AXIS_RULES) == P("tensor", None)
 
 
 def test_every_model_axis_name_has_a_rule():
@@ -94,13 +94,14 @@ def test_gato_param_and_optimizer_shardings_follow_the_rules():
   mesh = partitioning.make_mesh(mesh_config(2, 2, 2))
   from gato_jax.training import optimizer  # pylint: disable=g-import-not-at-top
   tx = optimizer.make_optimizer(config, model_def.param_axes, model_def.abstract_params)
-  abstract = state_lib.abstract_train_state(model_fn, tx, mesh, model_def)  # nothing allocated
+  abstract = state_lib.abstract_train_state(model_fn, tx, mesh, model_def, rules=partitioning.LOGICAL_AXIS_RULES)  # nothing allocated
   flat_axes = dict(jax.tree_util.tree_flatten_with_path(
       model_def.param_axes, is_leaf=lambda x: x is None or isinstance(x, tuple))[0])
   flat_params = dict(jax.tree_util.tree_flatten_with_path(abstract.params)[0])
   assert flat_params.keys() == flat_axes.keys()
   for path, x in flat_params.items():
-    assert x.sharding.spec == partitioning.logical_to_mesh_spec(flat_axes[path], x.shape, mesh), path
+    assert x.sharding.spec == partitioning.logical_to_mesh_spec(flat_axes[path], x.shape, mesh,
+                                                             rules=partitioning.LOGICAL_AXIS_RULES), path
   specs = {jax.tree_util.keystr(p): x.sharding.spec for p, x in flat_params.items()}
   assert specs["['embedding']['token_table']['embedding']"] == P("tensor", "fsdp"), specs
   assert sum(any(a is not None for a in spec) for spec in specs.values()) >= 5

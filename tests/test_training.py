@@ -110,10 +110,10 @@ def test_gradient_accumulation_matches_one_big_batch():
   batch = partitioning.global_batch(batch, mesh, config.batch_size)
   outputs = {}
   for k in (1, 2, 4):
-    state = state_lib.create_train_state(model_fn, tx, mesh, model_def, seed=0)
+    state = state_lib.create_train_state(model_fn, tx, mesh, model_def, seed=0, rules=partitioning.LOGICAL_AXIS_RULES)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     fn = step_lib.make_train_step(model_def, tx, schedule, grad_accum_steps=k, loss_fn=_deterministic_loss)
-    with partitioning.axis_rules(mesh):
+    with partitioning.axis_rules(mesh, partitioning.LOGICAL_AXIS_RULES):
       state, metrics = step_lib.jit_train_step(fn, shardings, {n: v.sharding for n, v in batch.items()},
                                                mesh)(state, batch)
     outputs[k] = (jax.device_get(metrics), support.params_to_numpy(state.params))

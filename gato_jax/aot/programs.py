@@ -58,8 +58,8 @@ def report(name: str, lowered, num_devices: int) -> ProgramReport:
       flops_per_device=float(cost.get("flops", 0.0)))
 
 
-def _spec_sharding(logical, shape, mesh):
-  return jax.sharding.NamedSharding(mesh, partitioning.logical_to_mesh_spec(logical, shape, mesh))
+def _spec_sharding(logical, shape, mesh, rules):
+  return jax.sharding.NamedSharding(mesh, partitioning.logical_to_mesh_spec(logical, shape, mesh, rules=rules))
 
 
 def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
@@ -67,7 +67,8 @@ def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
   ACT_CHUNK positions in, ACT_DIMS action tokens sampled (what GatoAgent runs every environment step)."""
   model_def = program.model_def
   struct = lambda shape, dtype, logical: jax.ShapeDtypeStruct(shape, dtype,
-                                                              sharding=_spec_sharding(logical, shape, mesh))
+                                                              sharding=_spec_sharding(logical, shape, mesh,
+                                                                                      program.rules))
   axes = KVCache.logical_axes()
   kv_shape = (config.model.num_layers, batch_size, context_length, config.model.num_heads,
               config.model.head_dim)
@@ -90,7 +91,7 @@ def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
     return act_step(model, cache, chunk, ranges, key, temperature, greedy=False)
 
   state = program.abstract_state
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, program.rules):
     return jax.jit(step, donate_argnums=2).lower(state.params, state.model_state, cache, chunk, ranges, rng,
                                                  temperature)
 
@@ -108,7 +109,7 @@ def lower_eval_forward(program, config, mesh, batch_size: int):
     return loss_and_metrics(model(batch), batch)[1]
 
   state = program.abstract_state
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, program.rules):
     return jax.jit(forward, out_shardings=partitioning.replicated(mesh)).lower(
         state.params, state.model_state, batch)
 

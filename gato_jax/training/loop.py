@@ -96,7 +96,8 @@ def check_config(config) -> None:
 def create_state(model_fn: state_lib.ModelFn, tx, mesh, model_def: state_lib.ModelDef, config):
   """The train state of a run that starts at step 0 (no checkpoint to resume): the one place where a
   fresh state is made."""
-  state = state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed)
+  state = state_lib.create_train_state(model_fn, tx, mesh, model_def, config.seed,
+                                       rules=partitioning.rules_from_config(config.mesh))
   # Fine-tuning (#17): a fresh run may take another run's parameters (config.init_from). A run that
   # resumes its own checkpoint never gets here, so restarts stay exact.
   return init_from.apply(config, state)

@@ -25,6 +25,7 @@ class TrainProgram:
   schedule: object  # optax.Schedule
   abstract_state: state_lib.TrainState  # ShapeDtypeStructs carrying their shardings
   train_step: object  # the un-jitted step
+  rules: tuple  # the logical-axis rules table of config.mesh, passed with the mesh everywhere
 
 
 def build(config, mesh, *, model_fn: state_lib.ModelFn | None = None,
@@ -35,10 +36,11 @@ def build(config, mesh, *, model_fn: state_lib.ModelFn | None = None,
   model_def, _ = state_lib.abstract_model(model_fn)
   tx = optimizer.make_optimizer(config, model_def.param_axes, model_def.abstract_params)
   schedule = optimizer.learning_rate_schedule(config.optimizer, config.num_train_steps)
-  abstract_state = state_lib.abstract_train_state(model_fn, tx, mesh, model_def)
+  rules = partitioning.rules_from_config(config.mesh)
+  abstract_state = state_lib.abstract_train_state(model_fn, tx, mesh, model_def, rules=rules)
   train_step = step_lib.make_train_step(model_def, tx, schedule,
                                         grad_accum_steps=config.optimizer.grad_accum_steps, loss_fn=loss_fn)
-  return TrainProgram(layout, model_fn, model_def, tx, schedule, abstract_state, train_step)
+  return TrainProgram(layout, model_fn, model_def, tx, schedule, abstract_state, train_step, rules)
 
 
 def abstract_batch(config, mesh) -> dict:
@@ -54,7 +56,7 @@ def lower_train_step(train_step, abstract_state, mesh, config):
   batch = abstract_batch(config, mesh)
   jitted = step_lib.jit_train_step(train_step, jax.tree.map(lambda x: x.sharding, abstract_state),
                                    {k: v.sharding for k, v in batch.items()}, mesh)
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, partitioning.rules_from_config(config.mesh)):
     return jitted.lower(abstract_state, batch)
 
 

@@ -103,10 +103,10 @@ def _init_fn(model_fn: ModelFn, optimizer: optax.GradientTransformation):
   return init
 
 
-def state_shardings(abstract_state: TrainState, model_def: ModelDef, mesh, optimizer) -> TrainState:
-  """NamedShardings of every leaf: params by their logical axes, optimizer state like its params,
-  everything else replicated."""
-  params = partitioning.tree_shardings(abstract_state.params, model_def.param_axes, mesh)
+def state_shardings(abstract_state: TrainState, model_def: ModelDef, mesh, optimizer, *, rules) -> TrainState:
+  """NamedShardings of every leaf: params by their logical axes under `rules`, optimizer state like its
+  params, everything else replicated."""
+  params = partitioning.tree_shardings(abstract_state.params, model_def.param_axes, mesh, rules=rules)
   replicated = partitioning.replicated(mesh)
   # Frozen parameters (config.freeze / train_only) have no optimizer state: optax.MaskedNode stands in
   # for them and stays as it is.
@@ -119,17 +119,18 @@ def state_shardings(abstract_state: TrainState, model_def: ModelDef, mesh, optim
                     opt_state=opt_state, rng=replicated)
 
 
-def abstract_train_state(model_fn: ModelFn, optimizer, mesh, model_def: ModelDef) -> TrainState:
+def abstract_train_state(model_fn: ModelFn, optimizer, mesh, model_def: ModelDef, *, rules) -> TrainState:
   """ShapeDtypeStructs of the train state carrying their target shardings (for init and restore)."""
   shapes = jax.eval_shape(_init_fn(model_fn, optimizer), jax.ShapeDtypeStruct((2,), jnp.uint32))
-  shardings = state_shardings(shapes, model_def, mesh, optimizer)
+  shardings = state_shardings(shapes, model_def, mesh, optimizer, rules=rules)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
 
 
-def create_train_state(model_fn: ModelFn, optimizer, mesh, model_def: ModelDef, seed: int) -> TrainState:
+def create_train_state(model_fn: ModelFn, optimizer, mesh, model_def: ModelDef, seed: int, *,
+                       rules) -> TrainState:
   """A freshly initialised train state, each leaf created directly with its sharding."""
-  abstract = abstract_train_state(model_fn, optimizer, mesh, model_def)
+  abstract = abstract_train_state(model_fn, optimizer, mesh, model_def, rules=rules)
   shardings = jax.tree.map(lambda x: x.sharding, abstract)
   seed_key = jax.random.key_data(jax.random.key(seed))
-  with partitioning.axis_rules(mesh):
+  with partitioning.axis_rules(mesh, rules):
     return jax.jit(_init_fn(model_fn, optimizer), out_shardings=shardings)(seed_key)

@@ -143,6 +143,6 @@ def make_train_step(model_def: ModelDef, optimizer: optax.GradientTransformation
 
 def jit_train_step(train_step, state_shardings: TrainState, batch_shardings: Mapping[str, Any], mesh):
   """`jax.jit` with explicit in/out shardings and the state donated; call it inside
-  `partitioning.axis_rules(mesh)` so the model's activation constraints see the rules."""
+  `partitioning.axis_rules(mesh, rules)` so the model's activation constraints see the rules."""
   return jax.jit(train_step, in_shardings=(state_shardings, dict(batch_shardings)),
                  out_shardings=(state_shardings, partitioning.replicated(mesh)), donate_argnums=0)
