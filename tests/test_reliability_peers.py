@@ -2,6 +2,7 @@
 clear message and status 75 (no ~77 s wait in jax.distributed's shutdown, no abort), and under
 launch/local a survivor gets SIGTERM and is gone within the grace period, not SIGKILLed."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -35,22 +36,20 @@ def test_a_dead_peer_without_the_launcher_exits_75_promptly(tmp_path, cache_env)
   assert "gato-train: process 0 of 2: " in text and "another process died or lost contact" in text, text[-3000:]
 
 
-def test_a_dead_peer_under_the_launcher_ends_the_job_without_sigkill(tmp_path, cache_env):
-  env = {**cache_env, "PYTHONPATH": support.REPO}
-  import os  # pylint: disable=g-import-not-at-top
+def _kill_rank1_under_the_launcher(tmp_path, cache_env, launcher_flags, train_flags, after_line):
+  """Runs gato-train under launch/local, SIGKILLs process 1 once `after_line` is logged, and times the
+  job's end: (exit code, seconds after the kill, log text)."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", **cache_env, "PYTHONPATH": support.REPO}
   cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
-         "--grace_period_s=30", "--", sys.executable, "-m", "gato_jax.train",
-         f"--config={support.__file__}", f"--workdir={tmp_path / 'run'}", *STEPS,
-         # The kill lands while process 0 may be in step 4's checkpoint barrier, which only the
-         # coordination service's heartbeat ends: it must be shorter than the grace period.
-         "--heartbeat_timeout_seconds=10"]
+         *launcher_flags, "--", sys.executable, "-m", "gato_jax.train", f"--config={support.__file__}",
+         f"--workdir={tmp_path / 'run'}", *STEPS, *train_flags]
   log = tmp_path / "job.log"
-  job = subprocess.Popen(cmd, cwd=support.REPO, env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
-                         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+  job = subprocess.Popen(cmd, cwd=support.REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                         start_new_session=True)
   try:
-    _wait_for(lambda: "[proc 0] step 4/24" in log.read_text() or job.poll() is not None, 900, "training")
-    pids = subprocess.run(["pgrep", "-f", "--", f"--workdir={tmp_path / 'run'}.*--process_id=1"], capture_output=True,
-                          text=True).stdout.split()
+    _wait_for(lambda: after_line in log.read_text() or job.poll() is not None, 900, "training")
+    pids = subprocess.run(["pgrep", "-f", "--", f"--workdir={tmp_path / 'run'}.*--process_id=1"],
+                          capture_output=True, text=True).stdout.split()
     assert pids, log.read_text()[-3000:]
     os.kill(int(pids[0]), signal.SIGKILL)
     killed = time.time()
@@ -59,8 +58,15 @@ def test_a_dead_peer_under_the_launcher_ends_the_job_without_sigkill(tmp_path, c
   finally:
     if job.poll() is None:
       os.killpg(job.pid, signal.SIGKILL)
-  text = log.read_text()
-  assert code == 137, text[-3000:]  # the killed child's status
+  return code, waited, log.read_text()
+
+
+def test_a_dead_peer_under_the_launcher_ends_the_job_without_sigkill(tmp_path, cache_env):
+  # The kill lands while process 0 may be in step 4's checkpoint barrier, which only the coordination
+  # service's heartbeat ends: it must be shorter than the grace period.
+  code, waited, text = _kill_rank1_under_the_launcher(
+      tmp_path, cache_env, ["--grace_period_s=30"], ["--heartbeat_timeout_seconds=10"], "[proc 0] step 4/24")
+  assert code == 137, text[-3000:]  # the killed child's status, even when the survivor's 75 is seen first
   assert "still running after" not in text, text[-3000:]  # nobody needed SIGKILL
   assert waited < 30, f"the job took {waited:.0f}s to end"
 
@@ -125,27 +131,7 @@ def test_a_survivor_honours_sigterm_when_its_peer_is_gone(tmp_path, cache_env):
 def test_a_dead_peer_under_the_launcher_at_default_settings(tmp_path, cache_env):
   """No --heartbeat_timeout_seconds, no --grace_period_s: the launcher's defaults (10 s) and
   gato-train's (100 s) must still end the job without a SIGKILL."""
-  import os  # pylint: disable=g-import-not-at-top
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", **cache_env, "PYTHONPATH": support.REPO}
-  cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4", "--",
-         sys.executable, "-m", "gato_jax.train", f"--config={support.__file__}",
-         f"--workdir={tmp_path / 'run'}", *STEPS, *LONG]
-  log = tmp_path / "job.log"
-  job = subprocess.Popen(cmd, cwd=support.REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                         start_new_session=True)
-  try:
-    _wait_for(lambda: "[proc 0] step 16/" in log.read_text() or job.poll() is not None, 900, "training")
-    pids = subprocess.run(["pgrep", "-f", "--", f"--workdir={tmp_path / 'run'}.*--process_id=1"],
-                          capture_output=True, text=True).stdout.split()
-    assert pids, log.read_text()[-3000:]
-    os.kill(int(pids[0]), signal.SIGKILL)
-    killed = time.time()
-    code = job.wait(timeout=120)
-    waited = time.time() - killed
-  finally:
-    if job.poll() is None:
-      os.killpg(job.pid, signal.SIGKILL)
-  text = log.read_text()
+  code, waited, text = _kill_rank1_under_the_launcher(tmp_path, cache_env, [], LONG, "[proc 0] step 16/")
   assert code == 137, text[-3000:]
   assert "still running after" not in text, text[-3000:]  # the survivor honoured SIGTERM (or left first)
   assert "[proc 0] gato-train: process 0 of 2: " in text or "[proc 0] gato-train: SIGTERM received" in text, \
