@@ -75,13 +75,15 @@ class Attention(nnx.Module):
     einsum = functools.partial(nnx.Einsum, dtype=o.compute_dtype, param_dtype=o.weight_dtype,
                                rngs=rngs)
     in_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0, out_axis=(1, 2))
-    out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
+    out_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(1, 2), out_axis=0)
     qkv = lg.axes(lg.EMBED, lg.HEADS, lg.KV)
     self.query = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
     self.key = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
     self.value = einsum("ble,ehd->blhd", (e, h, d), kernel_init=in_init, kernel_metadata=qkv)
-    self.out = einsum("blhd,hde->ble", (h, d, e), kernel_init=out_init,
-                      kernel_metadata=lg.axes(lg.HEADS, lg.KV, lg.EMBED))
+    # Embed first in every layer kernel: XLA:TPU then sends an FSDP layer gradient out of the backward
+    # scan as a reduce-scatter; with embed last ([h, d, e], [mlp, e]) it all-reduced the whole bf16
+    # gradient and sliced it (compiled for v5e; docs/DECISIONS.md, "Embed-major layer kernels").
+    self.out = einsum("blhd,ehd->ble", (e, h, d), kernel_init=out_init, kernel_metadata=qkv)
     self.attention_impl = o.attention_impl
     self.fused = o.fused_projections
 
@@ -125,7 +127,10 @@ class GegluMlp(nnx.Module):
     hidden = lg.axes(lg.EMBED, lg.MLP)
     self.gate = linear(o.embed_dim, o.mlp_dim, kernel_metadata=hidden)
     self.up = linear(o.embed_dim, o.mlp_dim, kernel_metadata=hidden)
-    self.down = linear(o.mlp_dim, o.embed_dim, kernel_metadata=lg.axes(lg.MLP, lg.EMBED))
+    # [embed, mlp] like gate and up (see Attention.out for why embed comes first).
+    self.down = nnx.Einsum("blm,em->ble", (o.embed_dim, o.mlp_dim), dtype=o.compute_dtype,
+                           param_dtype=o.weight_dtype, kernel_metadata=hidden, rngs=rngs,
+                           kernel_init=nnx.initializers.lecun_normal(in_axis=1, out_axis=0))
     self.fused = o.fused_projections
 
   def __call__(self, x):
