@@ -81,7 +81,8 @@ def tokenize_episode(steps, spec: TaskSpec, layout: VocabLayout, text_tokenizer=
             for path, field in spec.observation_fields()]
   parts = []
   if fields:
-    obs = _concat_rows(fields)
+    # Positions count across the step's fields, so they are numbered after the join, not per field.
+    obs = _concat_rows([{k: v for k, v in f.items() if k != "obs_positions"} for f in fields])
     positions = tf.cast(tf.ragged.range(obs["tokens"].row_lengths()), tf.int32)
     parts.append({**obs, "obs_positions": tf.minimum(positions, max_obs_positions - 1)})
   separator = stream.of_ids(tf.fill([num_steps], layout.separator_id), TokenKind.SEPARATOR, tnp, has_images)

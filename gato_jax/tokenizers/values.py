@@ -32,12 +32,17 @@ def mu_law_decode(y, mu: float = MU, m: float = M, xp=np):
   return xp.sign(y) * xp.expm1(xp.abs(y) * np.log1p(m * mu)) / mu
 
 
+def _clip(x, low: float, high: float, xp):
+  # np.clip's semantics; tnp.clip would first broadcast both bounds to x's shape (two more tensors).
+  return xp.minimum(xp.maximum(x, low), high)
+
+
 def tokenize_continuous(x, layout: VocabLayout, mu_law: bool = True, xp=np):
   """Floats of any shape -> int32 ids of the same shape in [continuous_offset, + bins)."""
   x = xp.asarray(x, dtype=xp.float64)
-  y = xp.clip(mu_law_encode(x, xp=xp) if mu_law else x, -1.0, 1.0)
+  y = _clip(mu_law_encode(x, xp=xp) if mu_law else x, -1.0, 1.0, xp)
   bins = layout.num_continuous_bins
-  b = xp.clip(xp.floor((y + 1.0) / 2.0 * bins), 0.0, float(bins - 1))
+  b = _clip(xp.floor((y + 1.0) / 2.0 * bins), 0.0, float(bins - 1), xp)
   return xp.asarray(b, dtype=xp.int32) + np.int32(layout.continuous_offset)
 
 
@@ -50,7 +55,7 @@ def action_to_unit(action, low, high, xp=np):
   """Continuous actions [..., n] rescaled linearly from [low, high] (length n) to [-1, 1]."""
   a = xp.asarray(action, dtype=xp.float64)
   low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
-  return xp.clip(2.0 * (a - low) / (high - low) - 1.0, -1.0, 1.0)
+  return _clip(2.0 * (a - low) / (high - low) - 1.0, -1.0, 1.0, xp)
 
 
 def image_to_patches(images, xp=np):
