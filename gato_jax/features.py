@@ -23,17 +23,14 @@ import numpy as np
 
 from gato_jax.episodes import PATCH_SIZE
 from gato_jax.tokenizers.layout import TokenKind
+from gato_jax.tokenizers.stream import STREAM_FIELDS
 
-# The per-token features the model reads (the embedding function's inputs); the rest are the loss's.
+# The per-token features the model reads (the embedding function's inputs: a token stream's fields);
+# the rest are the loss's.
 INPUT_FEATURES = ("tokens", "patches", "kinds", "obs_positions", "patch_rows", "patch_cols")
 
 FEATURE_DTYPES = {
-    "tokens": np.int32,
-    "patches": np.uint8,
-    "kinds": np.int32,
-    "obs_positions": np.int32,
-    "patch_rows": np.int32,
-    "patch_cols": np.int32,
+    **{name: STREAM_FIELDS[name][0] for name in INPUT_FEATURES},
     "targets": np.int32,
     "target_kinds": np.int32,
     "loss_mask": np.float32,
@@ -42,14 +39,11 @@ FEATURE_DTYPES = {
 
 
 def feature_shapes(length: int, patch_size: int = PATCH_SIZE) -> dict[str, tuple[int, ...]]:
-  """Per-example shapes of every feature for sequence length `length`."""
+  """Per-example shapes of every feature for sequence length `length` (patches of `patch_size`)."""
+  per_token = {name: STREAM_FIELDS[name][1] for name in INPUT_FEATURES}
+  per_token["patches"] = (patch_size, patch_size, 3)
   return {
-      "tokens": (length,),
-      "patches": (length, patch_size, patch_size, 3),
-      "kinds": (length,),
-      "obs_positions": (length,),
-      "patch_rows": (length, 2),
-      "patch_cols": (length, 2),
+      **{name: (length,) + shape for name, shape in per_token.items()},
       "targets": (length,),
       "target_kinds": (length,),
       "loss_mask": (length,),

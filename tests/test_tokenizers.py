@@ -71,15 +71,22 @@ def test_decode_encode_within_half_a_bin(mu_law):
 
 
 def test_discrete_and_bad_values():
-  assert tok.tokenize_discrete(np.array([[0, 5], [1023, 2]]), LAYOUT).tolist() == [33024, 33029, 34047, 33026]
-  with pytest.raises(ValueError, match="outside"):
-    tok.tokenize_discrete(np.array([1024]), LAYOUT)
-  with pytest.raises(ValueError, match="outside"):
-    tok.tokenize_discrete(np.array([-1]), LAYOUT)
-  with pytest.raises(ValueError, match="non-finite"):
-    tok.tokenize_continuous(np.array([0.0, np.nan]), LAYOUT)
-  with pytest.raises(ValueError, match="non-finite"):
-    tok.tokenize_continuous(np.array([np.inf]), LAYOUT)
+  assert tok.tokenize_discrete(np.array([[0, 5], [1023, 2]]), LAYOUT).tolist() == [[33024, 33029], [34047, 33026]]
+  small = VocabLayout(text_vocab_size=128, num_discrete_values=16)
+  wide = FieldSpec("discrete", (1,), num_values=20)  # more values than `small` has discrete ids
+  for value, field, layout in (([16], wide, small), ([-1], wide, small),
+                               ([3], FieldSpec("discrete", (1,), num_values=3), LAYOUT)):
+    with pytest.raises(ValueError, match=r"obs/d: values .* outside \[0, "):
+      tok.tokenize_field(np.array(value), field, layout, name="obs/d")
+  with pytest.raises(ValueError, match="obs/d: expected integers"):
+    tok.tokenize_field(np.array([1.0]), FieldSpec("discrete", (1,), num_values=3), LAYOUT, name="obs/d")
+  for bad in ([0.0, np.nan], [np.inf, 1.0]):
+    with pytest.raises(ValueError, match="obs/x: non-finite"):
+      tok.tokenize_field(np.array(bad), FieldSpec("continuous", (2,)), LAYOUT, name="obs/x")
+  with pytest.raises(ValueError, match="action: non-finite"):
+    tok.tokenize_action(np.array([np.nan, 0.5]), make_spec().action, LAYOUT)
+  with pytest.raises(ValueError, match="outside the action space"):
+    tok.tokenize_action(7, make_spec(action="discrete").action, LAYOUT)
 
 
 def test_image_patches_round_trip_and_raster_order():
@@ -92,10 +99,11 @@ def test_image_patches_round_trip_and_raster_order():
   rows, cols = tok.patch_intervals(32, 48)
   assert rows.tolist() == [[0, 64]] * 3 + [[64, 128]] * 3
   assert cols.tolist() == [[0, 42], [42, 85], [85, 128]] * 2
-  with pytest.raises(ValueError, match="multiples of 16"):
-    tok.image_to_patches(np.zeros((30, 32, 3), np.uint8))
-  with pytest.raises(ValueError, match="uint8"):
-    tok.image_to_patches(np.zeros((32, 32, 3), np.float32))
+  field = FieldSpec("image", (32, 32, 3))
+  with pytest.raises(ValueError, match="obs/view: image sides must be multiples of 16"):
+    tok.tokenize_field(np.zeros((30, 32, 3), np.uint8), field, LAYOUT, name="obs/view")
+  with pytest.raises(ValueError, match="obs/view: expected an HxWx3 uint8 image"):
+    tok.tokenize_field(np.zeros((32, 32, 3), np.float32), field, LAYOUT, name="obs/view")
 
 
 def make_spec(with_text=False, with_image=False, action="continuous"):
@@ -217,16 +225,26 @@ def test_numpy_and_tensorflow_agree_token_for_token(text_tokenizer):
     assert got["timesteps"].numpy().tolist() == sorted(list(range(5)) * per_step)
 
 
-def test_numpy_and_tensorflow_values_agree_on_random_inputs():
+def test_one_transform_gives_the_same_ids_under_numpy_and_tensorflow():
+  """The transforms are written once against an array module: TensorFlow's NumPy API (the input
+  pipeline) must reproduce NumPy's ids, dtypes and patches exactly, extremes included."""
   tf = pytest.importorskip("tensorflow")
-  from gato_jax.tokenizers import tf_ops
-  x = np.random.default_rng(7).standard_cauchy(20000)
+  tnp = tf.experimental.numpy
+  from gato_jax.tokenizers import stream
+  x = np.concatenate([np.random.default_rng(7).standard_cauchy(20000), [0.0, -0.0, 1e300, -1e300]])
   for mu_law in (True, False):
-    np.testing.assert_array_equal(tf_ops.tokenize_continuous(x, LAYOUT, mu_law).numpy(),
-                                  tok.tokenize_continuous(x, LAYOUT, mu_law))
+    got = tok.tokenize_continuous(tf.constant(x), LAYOUT, mu_law, xp=tnp)
+    assert got.dtype == tf.int32
+    np.testing.assert_array_equal(got.numpy(), tok.tokenize_continuous(x, LAYOUT, mu_law))
+  spec = make_spec().action
+  a = np.random.default_rng(9).uniform(-3, 3, (50, 2))
+  np.testing.assert_array_equal(tok.action_ids(tf.constant(a), spec, LAYOUT, tnp).numpy(),
+                                tok.action_ids(a, spec, LAYOUT))
   img = np.random.default_rng(8).integers(0, 256, (48, 32, 3), dtype=np.uint8)
-  t = tf_ops.image_tokens(tf.constant(img))
-  np.testing.assert_array_equal(t["patches"].numpy(), tok.image_to_patches(img))
-  rows, cols = tok.patch_intervals(48, 32)
-  np.testing.assert_array_equal(t["patch_rows"].numpy(), rows)
-  np.testing.assert_array_equal(t["patch_cols"].numpy(), cols)
+  expected = stream.of_image(img, 128, 4)
+  got = stream.of_image(tf.constant(img), 128, 4, tnp)
+  assert sorted(got) == sorted(expected)
+  for key, value in expected.items():
+    assert got[key].dtype == tf.as_dtype(value.dtype), key
+    np.testing.assert_array_equal(got[key].numpy(), value, err_msg=key)
+  np.testing.assert_array_equal(tok.image_to_patches(np.stack([img, img[::-1]]))[1], tok.image_to_patches(img[::-1]))

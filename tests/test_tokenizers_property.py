@@ -1,6 +1,8 @@
-"""Property test: the NumPy tokenizer (acting) and the TensorFlow one (SeqIO) agree token for token on
-randomly drawn TaskSpecs and values, extremes included. The two implementations share every constant
-(gato_jax/tokenizers/values.py, episodes.PATCH_SIZE); this test is what keeps their code equal."""
+"""Property test: acting's per-step tokenization (NumPy) and the SeqIO pipeline's whole-episode one
+(TensorFlow) agree token for token on randomly drawn TaskSpecs and values, extremes included. Both run
+the same transforms and stream builders (values.py, timestep.py, stream.py, under NumPy or TensorFlow's
+NumPy API); what this test holds equal is the array modules' arithmetic and the two assemblies (one
+timestep at a time vs ragged rows of a whole episode)."""
 
 import numpy as np
 import pytest

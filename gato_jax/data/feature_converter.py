@@ -15,26 +15,24 @@ import seqio
 import tensorflow as tf
 
 from gato_jax import features
-from gato_jax.episodes import PATCH_SIZE as P
 from gato_jax.tokenizers.layout import TokenKind
-from gato_jax.tokenizers.stream import STREAM_FIELDS
+from gato_jax.tokenizers.stream import IMAGE_FIELDS, STREAM_FIELDS
 
 Spec = seqio.FeatureConverter.FeatureSpec
-STREAM_RANKS = {k: rank for k, (_, rank) in STREAM_FIELDS.items()}
 
 
 def task_feature_lengths(length: int) -> dict[str, int]:
   """seqio `sequence_length` for the Gato tasks: L + 1 tokens per stream field (task_index is a scalar)."""
   if length < 1:
     raise ValueError(f"sequence length must be >= 1, got {length}")
-  return {**{k: length + 1 for k in STREAM_RANKS}, "task_index": 0}
+  return {**{k: length + 1 for k in STREAM_FIELDS}, "task_index": 0}
 
 
 class GatoFeatureConverter(seqio.FeatureConverter):
   """Shifts a window of L + 1 tokens into L inputs and L next-token targets with the loss mask."""
 
   TASK_FEATURES = {
-      **{k: Spec(dtype=tf.uint8 if k == "patches" else tf.int32, rank=r) for k, r in STREAM_RANKS.items()},
+      **{k: Spec(dtype=tf.as_dtype(dtype), rank=1 + len(shape)) for k, (dtype, shape) in STREAM_FIELDS.items()},
       "task_index": Spec(dtype=tf.int32, rank=0),
   }
   MODEL_FEATURES = {
@@ -59,7 +57,8 @@ class GatoFeatureConverter(seqio.FeatureConverter):
       images = tf.where(tf.equal(stream["kinds"], int(TokenKind.IMAGE)))
       tf.debugging.assert_equal(tf.shape(images)[0], tf.shape(ex["patches"])[0], message=(
           "GatoFeatureConverter: a sequence's patches must match its IMAGE tokens one to one"))
-      for key, shape in (("patches", [P, P, 3]), ("patch_rows", [2]), ("patch_cols", [2])):
+      for key in IMAGE_FIELDS:
+        shape = list(STREAM_FIELDS[key][1])
         stream[key] = tf.scatter_nd(images, tf.ensure_shape(ex[key], [None] + shape), [length + 1] + shape)
       next_kinds = stream["kinds"][1:]
       is_target = tf.reduce_any(next_kinds[:, None] == target_kinds[None, :], axis=1)

@@ -16,6 +16,7 @@ targets) plus diagnostics that mixtures drop: `episode_id` (-1 for non-control) 
 
 import seqio
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 
 from gato_jax.data import prompting
 from gato_jax.episodes import TaskSpec
@@ -79,14 +80,16 @@ def control_sequences(ex, seed, *, sequence_length, prompt_probability: float, p
 
 
 def tokenize_documents(ds, *, layout: VocabLayout, vocabulary, text_key: str = "text"):
-  """Documents -> TEXT token streams closed by EOS."""
+  """Documents -> TEXT token streams closed by EOS (`layout` is the task options' own; text ids need
+  none of it)."""
+  del layout
   text_tokenizer = vocabulary.text_tokenizer
 
   @tf.autograph.experimental.do_not_convert
   def fn(ex):
     if text_key not in ex:
       raise ValueError(f"text dataset: examples have no {text_key!r} feature; got {sorted(ex)}")
-    return tf_ops.tokenize_text(ex[text_key], text_tokenizer, layout)
+    return tf_ops.tokenize_text(ex[text_key], text_tokenizer)
 
   return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -112,12 +115,17 @@ def caption_sequences(ds, *, sequence_length, layout: VocabLayout, vocabulary, n
   for key in ("image", "caption"):
     if key not in ds.element_spec:
       raise ValueError(f"captions dataset: examples have no {key!r} feature; got {sorted(ds.element_spec)}")
+  h, w = ds.element_spec["image"].shape[:2]
+  if h is None or w is None or h % stream.PATCH_SIZE or w % stream.PATCH_SIZE:
+    raise ValueError(f"captions dataset: images need a static HxW, multiples of {stream.PATCH_SIZE}; got "
+                     f"{ds.element_spec['image'].shape}")
+  del layout  # text ids need none of it
 
   @tf.autograph.experimental.do_not_convert
   def pair(ex):
-    image = tf_ops.image_tokens(ex["image"], num_patch_positions, max_obs_positions)
-    caption = prompting.with_image_fields(tf_ops.tokenize_text(ex["caption"], text_tokenizer, layout))
-    return stream.concat_tf(image, caption)
+    image = stream.of_image(tf.cast(ex["image"], tf.uint8), num_patch_positions, max_obs_positions, tnp)
+    caption = stream.with_image_fields(tf_ops.tokenize_text(ex["caption"], text_tokenizer), tnp)
+    return stream.concat([image, caption], tnp)
 
   @tf.autograph.experimental.do_not_convert
   def sequence(batch):

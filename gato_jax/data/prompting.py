@@ -20,11 +20,10 @@ The rules (L + 1 = `length`, the window the feature converter turns into L input
 """
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 
-from gato_jax.episodes import PATCH_SIZE as P
-from gato_jax.tokenizers import stream
+from gato_jax.tokenizers import stream as stream_lib
 from gato_jax.tokenizers.layout import TokenKind
-
 
 
 def uniform_int(u, n):
@@ -84,16 +83,6 @@ def text_window(stream, u_start, length):
   return slice_stream(stream, start, start + length)
 
 
-def with_image_fields(stream):
-  """Adds zero patches / intervals to a stream without images, so it can be joined to one with images."""
-  n = tf.shape(stream["tokens"])[0]
-  out = dict(stream)
-  out.setdefault("patches", tf.zeros([n, P, P, 3], tf.uint8))
-  out.setdefault("patch_rows", tf.zeros([n, 2], tf.int32))
-  out.setdefault("patch_cols", tf.zeros([n, 2], tf.int32))
-  return out
-
-
 def finish_sequence(stream, length):
   """A stream cut to `length` tokens and PAD-padded (id 0, kind PAD), with COMPACT image fields.
 
@@ -108,11 +97,9 @@ def finish_sequence(stream, length):
     value = tf.pad(value, [[0, length - tf.shape(value)[0]]])
     out[key] = tf.ensure_shape(value, [length])
   images = tf.where(tf.equal(out["kinds"], int(TokenKind.IMAGE)))[:, 0]
-  for key, shape in (("patches", [P, P, 3]), ("patch_rows", [2]), ("patch_cols", [2])):
-    if key in stream:
-      out[key] = tf.gather(stream[key], images)
-    else:
-      out[key] = tf.zeros([0] + shape, tf.uint8 if key == "patches" else tf.int32)
+  no_images = stream_lib.empty(0, tnp)
+  for key in stream_lib.IMAGE_FIELDS:
+    out[key] = tf.gather(stream[key], images) if key in stream else no_images[key]
   return out
 
 
@@ -132,4 +119,4 @@ def control_sequence(episode, other, has_other, seed, length, prompt_probability
   window = sample_window(episode, draws[4], length - prompt_length)
   diagnostics = {"has_prompt": use_prompt, "prompt_at_end": use_prompt & (draws[1] < prompt_end_fraction),
                  "prompt_length": prompt_length}
-  return finish_sequence(stream.concat_tf(prompt, window), length), diagnostics
+  return finish_sequence(stream_lib.concat([prompt, window], tnp), length), diagnostics

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gato_jax.features import INPUT_FEATURES
+from gato_jax.features import INPUT_FEATURES, feature_shapes
 from gato_jax.model import logical as lg
 from gato_jax.model.options import ModelOptions
 from gato_jax.tokenizers.layout import TokenKind
@@ -52,15 +52,9 @@ def check_features(features, options: ModelOptions, where: str = "model inputs")
                      "(batch, length)")
   batch, length = tokens.shape
   p = options.patch_size
-  expected = {
-      "tokens": (batch, length),
-      "patches": (batch, length, p, p, 3),
-      "kinds": (batch, length),
-      "obs_positions": (batch, length),
-      "patch_rows": (batch, length, 2),
-      "patch_cols": (batch, length, 2),
-  }
-  for name, shape in expected.items():
+  shapes = feature_shapes(length, p)
+  for name in INPUT_FEATURES:
+    shape = (batch,) + shapes[name]
     got = tuple(features[name].shape)
     if got != shape:
       hint = (f" ({p}x{p}-pixel patches: episodes.PATCH_SIZE)" if name == "patches" else "")

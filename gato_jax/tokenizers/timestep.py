@@ -1,6 +1,8 @@
-"""NumPy tokenization of whole timesteps (observation, separator, action) and of sampled actions back.
+"""Timesteps (observation, separator, action) as token streams, and sampled actions back.
 
-Each returns a token stream (gato_jax/tokenizers/stream.py).
+`field_ids` / `action_ids` are the transforms, for any array module (the TF episode tokenizer in
+tf_ops.py calls them with TensorFlow's NumPy API); the rest is the acting side in NumPy, which checks
+each value first and names the field in its error.
 """
 
 from typing import Any, Mapping
@@ -35,6 +37,21 @@ class TextTokenizer:
     return self.vocab.decode([int(i) for i in ids])
 
 
+def field_ids(value, field: FieldSpec, layout: VocabLayout, xp=np):
+  """A discrete or continuous field's values (any leading axes) -> ids of the same shape."""
+  if field.modality == "discrete":
+    return values.tokenize_discrete(value, layout, xp)
+  return values.tokenize_continuous(value, layout, mu_law=field.mu_law, xp=xp)
+
+
+def action_ids(action, spec: ActionSpec, layout: VocabLayout, xp=np):
+  """Actions [..., spec.size] -> ids of the same shape (continuous ones rescaled to [-1, 1] first)."""
+  if spec.kind == "continuous":
+    unit = values.action_to_unit(action, spec.low, spec.high, xp)
+    return values.tokenize_continuous(unit, layout, mu_law=False, xp=xp)
+  return values.tokenize_discrete(action, layout, xp)
+
+
 def tokenize_field(value, field: FieldSpec, layout: VocabLayout, text_tokenizer=None,
                    name: str = "field", num_patch_positions: int = values.NUM_PATCH_POSITIONS):
   """One observation field -> a token stream (obs_positions left at 0; the caller numbers them)."""
@@ -46,20 +63,16 @@ def tokenize_field(value, field: FieldSpec, layout: VocabLayout, text_tokenizer=
       raise ValueError(f"{name}: SentencePiece id {ids.max()} >= text_vocab_size {layout.text_vocab_size}")
     return stream.of_ids(ids, TokenKind.OBS_TEXT)
   if field.modality == "image":
-    patches = values.image_to_patches(value, name)
-    return stream.of_patches(patches, *values.patch_intervals(*np.shape(value)[:2], num_patch_positions))
+    image = values.check_image(value, name)
+    rows, cols = values.patch_intervals(*image.shape[:2], num_patch_positions)
+    return stream.of_patches(values.image_to_patches(image), rows, cols)
   value = np.asarray(value)
   if value.shape != field.shape:
     raise ValueError(f"{name}: shape {value.shape}, expected {field.shape}")
   if field.modality == "discrete":
-    if ((value < 0) | (value >= field.num_values)).any():
-      raise ValueError(f"{name}: values outside [0, {field.num_values})")
-    return stream.of_ids(values.tokenize_discrete(value, layout), TokenKind.OBS_DISCRETE)
-  try:
-    ids = values.tokenize_continuous(value, layout, mu_law=field.mu_law)
-  except ValueError as e:
-    raise ValueError(f"{name}: {e}") from None
-  return stream.of_ids(ids, TokenKind.OBS_CONTINUOUS)
+    values.check_integers(value, min(field.num_values, layout.num_discrete_values), name)
+    return stream.of_ids(field_ids(value, field, layout), TokenKind.OBS_DISCRETE)
+  return stream.of_ids(field_ids(values.check_finite(value, name), field, layout), TokenKind.OBS_CONTINUOUS)
 
 
 def tokenize_observation(observation: Mapping[str, Any], spec: TaskSpec, layout: VocabLayout,
@@ -78,20 +91,16 @@ def tokenize_observation(observation: Mapping[str, Any], spec: TaskSpec, layout:
   return stream.concat([obs, stream.of_ids([layout.separator_id], TokenKind.SEPARATOR)])
 
 
-def action_to_unit(action, spec: ActionSpec) -> np.ndarray:
-  """Continuous actions rescaled linearly from [low, high] to [-1, 1] (flattened row-major)."""
-  a = np.asarray(action, np.float64).reshape(-1)
-  low, high = np.asarray(spec.low), np.asarray(spec.high)
-  return np.clip(2.0 * (a - low) / (high - low) - 1.0, -1.0, 1.0)
-
-
 def tokenize_action(action, spec: ActionSpec, layout: VocabLayout) -> np.ndarray:
-  if spec.kind == "continuous":
-    return values.tokenize_continuous(action_to_unit(action, spec), layout, mu_law=False)
+  """One action (checked against the action space) -> its spec.size ids."""
   a = np.asarray(action).reshape(-1)
-  if a.shape != (spec.size,) or ((a < 0) | (a >= np.asarray(spec.num_values))).any():
+  if a.shape != (spec.size,):
+    raise ValueError(f"action {a.tolist()} has {a.size} values, expected {spec.size} ({spec})")
+  if spec.kind == "continuous":
+    return action_ids(values.check_finite(a, "action"), spec, layout)
+  if ((a < 0) | (a >= np.minimum(spec.num_values, layout.num_discrete_values))).any():
     raise ValueError(f"action {a.tolist()} is outside the action space {spec}")
-  return values.tokenize_discrete(a.astype(np.int64), layout)
+  return action_ids(a.astype(np.int64), spec, layout)
 
 
 def tokenize_timestep(observation, action, spec: TaskSpec, layout: VocabLayout, text_tokenizer=None,
