@@ -130,7 +130,7 @@ class TrainCheckpointManager:
       # LatestN. best_fn also makes Orbax write each save's metrics (`<step>/metrics`).
       metric, mode = self._best
       best = dict(best_fn=lambda m: metric_value(m, metric, mode), best_mode=mode)
-      policies.append(ocp.checkpoint_managers.BestN(best["best_fn"], reverse=mode == "min", n=1,
+      policies.append(ocp.checkpoint_managers.BestN(get_metric_fn=best["best_fn"], reverse=mode == "min", n=1,
                                                     keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(max(1, every_steps)),
