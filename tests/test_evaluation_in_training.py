@@ -6,6 +6,8 @@ import json
 import logging
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from gato_jax import checkpoint_files
@@ -145,3 +147,32 @@ def test_validation_curves_reach_the_metrics_json_and_tensorboard(tmp_path, pole
   best = checkpoint_files.best_step(os.path.join(workdir, "checkpoints"), "validation/action_accuracy")
   # Orbax's ranking: the highest accuracy; among equal ones the later step.
   assert best == max(lines, key=lambda line: (line["validation/action_accuracy"], line["step"]))["step"]
+
+
+@pytest.mark.slow
+def test_in_training_rollouts_leave_the_training_stream_alone(tmp_path):
+  """Rollouts every 2 steps (and validation) against validation alone: the same params and losses."""
+  import data_pipelines  # pylint: disable=g-import-not-at-top  # builds a real simulator's dataset
+  data_dir = str(tmp_path / "data")
+  data_pipelines.build("cartpole", data_dir, episodes=3, validation_episodes=2, return_episodes=2)
+  results, lines = {}, {}
+  for rollouts in (True, False):
+    config = support.get_config()
+    config.data.data_dir, config.data.mixture, config.data.shuffle_buffer = data_dir, "cartpole:1", 16
+    config.num_train_steps, config.checkpoint_every_steps, config.log_every_steps = 4, 2, 1
+    config.eval.update(episodes_per_task=2, num_envs=2, max_steps=10, offline_batches=1)
+    config.evals.rollouts.every_steps = 2 if rollouts else 0
+    workdir = str(tmp_path / f"run_{rollouts}")
+    evaluators = in_training.build(config, workdir)
+    assert [e.name for e in evaluators] == (["rollouts", "validation"] if rollouts else ["validation"])
+    results[rollouts] = loop.train(config, workdir, evaluators=evaluators)
+    with open(os.path.join(workdir, "evals.jsonl")) as f:
+      lines[rollouts] = [json.loads(line) for line in f]
+  assert [line["step"] for line in lines[True]] == [2, 4]
+  assert all(line["rollouts/cartpole/normalized_score"] is not None for line in lines[True])
+  assert results[True].last_metrics["loss"] == results[False].last_metrics["loss"]
+  for a, b in zip(jax.tree.leaves(support.params_to_numpy(results[True].state.params)),
+                  jax.tree.leaves(support.params_to_numpy(results[False].state.params))):
+    np.testing.assert_array_equal(a, b)
+  assert [line["validation/cartpole/loss"] for line in lines[True]] == \
+         [line["validation/cartpole/loss"] for line in lines[False]]

@@ -49,18 +49,23 @@ def model_forward(model) -> Callable[[dict], dict]:
   return lambda batch: step(state, batch)
 
 
+def validation_batches(config, name: str, *, batch_size: int, max_batches: int = 0, seed: int = 0):
+  """The task's validation batches (the features the forward needs), as numpy."""
+  ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)
+  if max_batches:
+    ds = ds.take(max_batches)
+  return ({k: v for k, v in batch.items() if k in NEEDED} for batch in ds.as_numpy_iterator())
+
+
 def validation_metrics(forward: Callable[[dict], dict], config, task_names: Sequence[str], *, batch_size: int,
-                       max_batches: int = 0, seed: int = 0) -> dict[str, dict]:
-  """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split}."""
+                       max_batches: int = 0, seed: int = 0, batches=validation_batches) -> dict[str, dict]:
+  """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split};
+  `batches` reads them (validation_batches' signature)."""
   out = {}
   for name in task_names:
-    ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)
-    if max_batches:
-      ds = ds.take(max_batches)
-    parts = [jax.device_get(forward({k: v for k, v in batch.items() if k in NEEDED}))
-             for batch in ds.as_numpy_iterator()]
-    batches = len(parts)
-    if not batches:
+    parts = [jax.device_get(forward(batch))
+             for batch in batches(config, name, batch_size=batch_size, max_batches=max_batches, seed=seed)]
+    if not parts:
       logging.warning("offline evaluation of %s: the validation split gave no batch", name)
       continue
     keys = set(_WEIGHTS) | set(_WEIGHTS.values())
@@ -69,7 +74,7 @@ def validation_metrics(forward: Callable[[dict], dict], config, task_names: Sequ
     metrics = {key: float(reduced[key]) for key in _WEIGHTS}
     metrics.update({"target_tokens": int(reduced["num_targets"]),
                     "action_tokens": int(reduced["num_action_targets"]),
-                    "text_tokens": int(reduced["num_text_targets"]), "batches": batches})
+                    "text_tokens": int(reduced["num_text_targets"]), "batches": len(parts)})
     if not reduced["num_text_targets"]:
       metrics.pop("text_loss"), metrics.pop("text_accuracy")
     if not reduced["num_action_targets"]:
@@ -86,6 +91,9 @@ class OfflineEvaluator:
   def __init__(self, spec: EvalSpec, context: EvalContext):
     self.spec, self.context = spec, context
     self._sharded = None  # the jitted forward on the training's mesh, compiled once
+    # Training evaluates the same batches again and again: read once (a bounded number of them), not
+    # rebuilt through SeqIO at every evaluation.
+    self._cached: dict[str, list] = {}
 
   def tasks(self) -> list[str]:
     return self.context.task_names if self.spec.options.offline else self.context.offline_only
@@ -93,10 +101,17 @@ class OfflineEvaluator:
   def enabled(self) -> bool:
     return bool(self.tasks())
 
-  def _metrics(self, forward, batch_size: int) -> dict[str, Any]:
+  def _metrics(self, forward, batch_size: int, batches=validation_batches) -> dict[str, Any]:
     e = self.spec.options
     return validation_metrics(forward, self.context.config, self.tasks(), batch_size=batch_size,
-                              max_batches=e.offline_batches, seed=e.seed)
+                              max_batches=e.offline_batches, seed=e.seed, batches=batches)
+
+  def _cached_batches(self, config, name: str, **kwargs):
+    if not kwargs["max_batches"]:  # the whole split: read it each time rather than hold it
+      return validation_batches(config, name, **kwargs)
+    if name not in self._cached:
+      self._cached[name] = list(validation_batches(config, name, **kwargs))
+    return self._cached[name]
 
   def run(self, model, step: int) -> dict[str, Any]:
     del step
@@ -118,7 +133,7 @@ class OfflineEvaluator:
       local = {k: v[first:first + rows] for k, v in batch.items()}
       with partitioning.axis_rules(mesh):
         return self._sharded(params, model_state, partitioning.global_batch(local, mesh, size))
-    return self._metrics(forward, size)
+    return self._metrics(forward, size, self._cached_batches)
 
   def scalars(self, section: dict[str, Any]) -> dict[str, float]:
     """`<name>/<task>/<metric>` and each metric's mean over the tasks that have it, `<name>/<metric>`."""
