@@ -13,7 +13,7 @@ import pytest
 from gato_jax import checkpoint_files
 from gato_jax.evaluation import checkpoints as eval_checkpoints, in_training, options
 from gato_jax.training import evals as evals_lib, init_from, loop
-from testlib import data_testing
+from testlib import data_testing, eval_testing
 import test_training_support as support
 
 
@@ -75,6 +75,7 @@ def test_memorising_is_named_when_validation_rises_while_training_loss_falls(cap
   assert watch.update(1.6, {"validation/tiny_pole/loss": 1.3}) == []  # training loss rose too: not memorising
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_is_kept_beside_the_last_and_found_by_best(tmp_path, caplog):
   config = support.get_config()
   config.num_train_steps, config.checkpoint.keep_last = 6, 1
@@ -103,10 +104,10 @@ def test_the_best_checkpoint_is_kept_beside_the_last_and_found_by_best(tmp_path,
 
 
 def test_best_is_refused_in_one_line_for_a_run_without_best_metric(tmp_path):
-  config = support.get_config()
-  config.num_train_steps, config.checkpoint.best_metric = 2, ""
+  config = eval_testing.tiny_config()
+  config.checkpoint.best_metric = ""
   workdir = str(tmp_path / "run")
-  loop.train(config, workdir)
+  eval_testing.write_checkpoint(config, workdir, 2)
   with pytest.raises(ValueError, match="trained without config.checkpoint.best_metric"):
     eval_checkpoints.find_checkpoint(workdir, "best")
   with pytest.raises(init_from.InitFromError, match="records no checkpoint.best_metric"):
