@@ -103,6 +103,12 @@ def base_config() -> ml_collections.ConfigDict:
   # A committed checkpoint that cannot be read: fallback (to the newest readable; refuse when none is),
   # restart (from step 0 when none is readable) or fail (refuse at once). Transient I/O errors are retried.
   c.checkpoint.on_unreadable = "fallback"
+  # Keep the best scored step beside the last ones (Orbax's best_fn): a scalar of an evaluator that runs
+  # during training (config.evals), e.g. "validation/action_accuracy" (mean over tasks) or
+  # "rollouts/normalized_score"; empty = keep by recency only. gato-eval --step=best and
+  # init_from=WORKDIR@best read that step.
+  c.checkpoint.best_metric = "validation/action_accuracy"
+  c.checkpoint.best_mode = "max"  # max | min (for a loss)
 
   c.on_nonfinite = "stop"  # stop (report the step and tasks, exit) | skip (drop that update)
   c.max_consecutive_skips = 10  # on_nonfinite=skip: stop (exit 3) after this many non-finite steps in a row
@@ -141,4 +147,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.gif_max_frames = 60  # frames spread evenly over the episode
   c.eval.watch_interval_s = 30.0  # --watch: how often to look for a new checkpoint
   c.eval.watch_timeout_s = 0.0  # --watch: give up after this long without a new checkpoint; 0 = never
+  # During training: warn when a task's validation loss rose at each of this many evaluations in a row
+  # while the training loss fell (memorising); 0 disables.
+  c.eval.memorising_patience = 3
+
+  # The evaluators (big_vision style): name -> {type: offline | control | captions, every_steps, and any
+  # config.eval key above, overriding it for this evaluator}. gato-eval runs every entry; training runs
+  # those with every_steps != 0 (-1: at every checkpoint, so best_metric scores each saved step).
+  # Validation is cheap and on; rollouts cost minutes per task (off during training: 0).
+  c.evals = ml_collections.ConfigDict()
+  c.evals.validation = ml_collections.ConfigDict({"type": "offline", "every_steps": -1})
+  c.evals.rollouts = ml_collections.ConfigDict({"type": "control", "every_steps": 0})
+  c.evals.captions = ml_collections.ConfigDict({"type": "captions", "every_steps": 0})
   return c

@@ -34,7 +34,6 @@ so a checkpoint written on one mesh restores onto any other (Orbax reshards whil
 
 import contextlib
 import itertools
-import json
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -46,14 +45,15 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+# What a run's checkpoint directory holds, for readers that train nothing (evaluation, init_from).
+from gato_jax.checkpoint_files import (CONFIG, DATA_ITERATOR, METRICS, NAME_FORMAT, STATE,  # pylint: disable=unused-import
+                                       absolute as _absolute, best_step, committed_steps, config_to_json,
+                                       export_params, load_params, metric_value, skipped_entries)
 from gato_jax.iterator_checkpoint import DataIteratorHandler, DataIteratorRestore, DataIteratorSave
 from gato_jax.iterator_checkpoint import IteratorMismatchError
 from gato_jax.storage_errors import _reason, is_disk_full, is_transient  # pylint: disable=unused-import
 
-STATE, DATA_ITERATOR, CONFIG = "state", "data_iterator", "config"
 ON_UNREADABLE = ("fallback", "restart", "fail")
-# The one definition of a step directory's name and of "committed", for training and evaluation.
-NAME_FORMAT = ocp.step.standard_name_format()
 
 class CheckpointError(RuntimeError):
   """Checkpoints that cannot be read or written; the message names the steps and what to do."""
@@ -78,36 +78,6 @@ def check_checkpoints_present(workdir, on_unreadable: str) -> None:
         "--config.checkpoint.on_unreadable=restart")
 
 
-def committed_steps(directory) -> list[int]:
-  """The committed checkpoint steps of `directory`, oldest first (Orbax's own listing)."""
-  return sorted(m.step for m in NAME_FORMAT.find_all(_absolute(directory)))
-
-
-def skipped_entries(directory) -> dict[str, str]:
-  """{name: why it is not a committed checkpoint} for every step-like entry of `directory` that Orbax
-  does not list."""
-  directory = _absolute(directory)
-  if not directory.exists():
-    return {}
-  committed = {NAME_FORMAT.build_name(s) for s in committed_steps(directory)}
-  out = {}
-  for name in sorted(p.name for p in directory.iterdir()):
-    if name in committed or not name[:1].isdigit():
-      continue
-    if ".orbax-checkpoint-tmp" in name:
-      out[name] = "a save in progress or interrupted (Orbax's temporary directory)"
-    elif ".unreadable-" in name:
-      out[name] = "moved aside by gato-train as unreadable"
-    else:
-      out[name] = "not committed (Orbax does not list it)"
-  return out
-
-
-def _absolute(path) -> epath.Path:
-  """Orbax (tensorstore) refuses relative local paths; bucket URLs (gs://...) are left as they are."""
-  return epath.Path(path) if "://" in str(path) else epath.Path(os.path.abspath(path))
-
-
 # ---------------------------------------------------------------------------------------------------
 # The manager.
 # ---------------------------------------------------------------------------------------------------
@@ -120,11 +90,13 @@ class TrainCheckpointManager:
   config record, disk-full errors that say the previous checkpoint is intact, and preemption."""
 
   def __init__(self, directory, *, every_steps: int, keep_last: int = 3, keep_every: int = 0,
-               async_save: bool = True, read_attempts: int = 4, retry_backoff_s: float = 2.0):
+               async_save: bool = True, read_attempts: int = 4, retry_backoff_s: float = 2.0,
+               best_metric: str = "", best_mode: str = "max"):
     _no_replica_parallel_on_cpu()
     self.directory = _absolute(directory)
     self._read_attempts, self._retry_backoff_s = max(1, read_attempts), retry_backoff_s
     self._saving: int | None = None  # the step of the save in flight, for error messages
+    self._best = (best_metric, best_mode) if best_metric else None
     self._storage_retry(lambda: self._open(every_steps, keep_last, keep_every, async_save),
                         f"opening the checkpoint directory {self.directory}")
 
@@ -152,11 +124,19 @@ class TrainCheckpointManager:
     policies = [ocp.checkpoint_managers.LatestN(keep_last)]
     if keep_every:
       policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+    best = {}
+    if self._best:
+      # The best scored step is kept beside the last ones; steps saved without metrics are left to
+      # LatestN. best_fn also makes Orbax write each save's metrics (`<step>/metrics`).
+      metric, mode = self._best
+      best = dict(best_fn=lambda m: metric_value(m, metric, mode), best_mode=mode)
+      policies.append(ocp.checkpoint_managers.BestN(get_metric_fn=best["best_fn"], reverse=mode == "min", n=1,
+                                                    keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(max(1, every_steps)),
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         step_name_format=NAME_FORMAT, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True, create=True)
+        cleanup_tmp_directories=True, create=True, **best)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA_ITERATOR: DataIteratorHandler(),
@@ -173,15 +153,17 @@ class TrainCheckpointManager:
     return self._manager.reached_preemption(step)
 
   def save(self, step: int, state, *, data_iterator=None, config: Mapping[str, Any] | None = None,
-           force: bool = False) -> bool:
-    """Saves if the interval says so (or `force`); returns whether a save started (async)."""
+           force: bool = False, metrics: Mapping[str, float] | None = None) -> bool:
+    """Saves if the interval says so (or `force`); returns whether a save started (async). `metrics`
+    (the step's evaluation scalars) rank it for the best-checkpoint policy."""
     items = {STATE: ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items[DATA_ITERATOR] = DataIteratorSave(data_iterator)
     if config is not None:
       items[CONFIG] = ocp.args.JsonSave(dict(config))
     with self._save_errors(step):
-      started = self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+      started = self._manager.save(step, args=ocp.args.Composite(**items), force=force,
+                                   metrics=dict(metrics) if metrics and self._best else None)
     if started:
       self._saving = step
     return started
@@ -362,33 +344,3 @@ def barrier(name: str, timeout_s: int = 600) -> None:
 
 
 _barrier_count = itertools.count()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Params only, for evaluation.
-# ---------------------------------------------------------------------------------------------------
-
-def export_params(params, directory) -> None:
-  """Writes the params alone (no optimizer state) to `directory`, for evaluation and serving."""
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(_absolute(directory), params, force=True)
-
-
-def load_params(path, abstract_params):
-  """Params onto `abstract_params`' shardings (ShapeDtypeStructs with `.sharding`, any mesh) from an
-  `export_params` directory or a training checkpoint step directory (`.../checkpoints/<step>`)."""
-  path = _absolute(path)
-  if (path / STATE).exists():  # a training checkpoint: read only the params subtree
-    handler = ocp.PyTreeCheckpointHandler()
-    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), abstract_params)
-    with ocp.Checkpointer(handler) as checkpointer:
-      restored = checkpointer.restore(path / STATE, args=ocp.args.PyTreeRestore(
-          item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True))
-    return restored["params"]
-  with ocp.StandardCheckpointer() as checkpointer:
-    return checkpointer.restore(path, abstract_params)
-
-
-def config_to_json(config) -> dict[str, Any]:
-  """A ConfigDict as plain JSON (what the checkpoint and `<workdir>/config.json` record)."""
-  return json.loads(config.to_json_best_effort())

@@ -2,6 +2,7 @@
 
   gato-eval --config experiments/tiny_demo.py --workdir demo_output            # the latest checkpoint
   gato-eval --config experiments/tiny_demo.py --workdir demo_output --step 400
+  gato-eval --config experiments/tiny_demo.py --workdir demo_output --step best   # by checkpoint.best_metric
   gato-eval --config experiments/tiny_demo.py --workdir demo_output --watch    # each new checkpoint
   gato-eval ... --config.eval.tasks=cartpole --config.eval.episodes_per_task=20 --config.eval.greedy=True
   gato-eval --module_import=my_tasks ... --config.eval.tasks=my_task                 # your own task
@@ -25,7 +26,8 @@ from gato_jax import cli_flags
 _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
 _MODULE_IMPORT = cli_flags.module_import_flag()
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_STEP = flags.DEFINE_string("step", None, "Checkpoint step to evaluate: a number, or `best` (the step the "
+                            "run kept by its config.checkpoint.best_metric); default: the latest.")
 _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as training writes it, until "
                            "the final step (config.num_train_steps) or config.eval.watch_timeout_s.")
 
@@ -63,12 +65,18 @@ def main(argv) -> None:
   cli_flags.import_modules(_MODULE_IMPORT.value)
   from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top  # after flags
   from gato_jax.evaluation.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+  from gato_jax.evaluation.options import EvalConfigError  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   cli_flags.set_details_dir(_WORKDIR.value)
   try:
     unbuilt = unbuilt_registered_tasks(config)
     if unbuilt:
       raise EvaluationError(unbuilt)
+    step = _STEP.value
+    if step is not None and step != "best":
+      if not step.isdigit():
+        raise EvaluationError(f"--step={step!r}; expected a step number or `best`")
+      step = int(step)
     evaluator = Evaluator(config, _WORKDIR.value)
     if _WATCH.value:
       if _STEP.value is not None:
@@ -77,8 +85,8 @@ def main(argv) -> None:
                               final_step=config.num_train_steps, on_report=print_report)
       logging.info("Evaluated steps %s", steps)
     else:
-      print_report(evaluator.evaluate_checkpoint(_STEP.value))
-  except EvaluationError as e:
+      print_report(evaluator.evaluate_checkpoint(step))
+  except (EvaluationError, EvalConfigError) as e:
     sys.exit(f"gato-eval: {e}")
   except ValueError as e:  # bad dataset metadata (an expert return not above the random one): one line
     cli_flags.fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 1)

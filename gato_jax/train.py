@@ -89,8 +89,13 @@ def main(argv) -> None:
     _stop(e, EXIT_CONFIG)
   cli_flags.set_details_dir(_WORKDIR.value)
   from gato_jax.training import init_from, loop, optimizer  # pylint: disable=g-import-not-at-top  # after flags
+  try:  # config.evals and config.eval, and the tasks they name: a bad one is one line
+    evaluators = _evaluators(_CONFIG.value, _WORKDIR.value)
+  except ValueError as e:
+    lock.discard()
+    _stop(e, EXIT_CONFIG)
   try:
-    result = loop.train(_CONFIG.value, _WORKDIR.value)
+    result = loop.train(_CONFIG.value, _WORKDIR.value, evaluators=evaluators)
   except (partitioning.MeshConfigError, loop.ConfigError, init_from.InitFromError,
           optimizer.FreezeError) as e:
     lock.discard()
@@ -113,6 +118,15 @@ def main(argv) -> None:
     logging.warning("Preempted at step %d; checkpoint saved. Exiting with %d.", result.step, status)
     sys.exit(status)
   logging.info("Finished at step %d.", result.step)
+
+
+def _evaluators(config, workdir: str) -> list:
+  """config.evals' in-training evaluators (gato_jax/evaluation/in_training.py); none for synthetic data,
+  which would otherwise load TensorFlow for nothing."""
+  if config.data.mixture == "synthetic":
+    return []
+  from gato_jax.evaluation import in_training  # pylint: disable=g-import-not-at-top  # TF + SeqIO: real data only
+  return in_training.build(config, workdir)
 
 
 def run() -> None:

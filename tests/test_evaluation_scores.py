@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from gato_jax.evaluation import offline, report, scores
+from gato_jax.evaluation import captions, report, scores
 
 
 def test_normalized_score_arithmetic():
@@ -72,19 +72,19 @@ def test_interquartile_mean():
 
 def test_caption_parsing_and_scoring():
   colors, shapes, counts = ["red", "blue", "green"], ["circle", "square"], {1: "a", 2: "two", 3: "three"}
-  parse = lambda s: offline.parse_caption(s, colors, shapes, counts)
+  parse = lambda s: captions.parse_caption(s, colors, shapes, counts)
   assert parse("a red circle and two blue squares") == [(1, "red", "circle"), (2, "blue", "square")]
   assert parse("Two green circles.") == [(2, "green", "circle")]
   assert parse("operand operand") == []
   truth = [(1, "red", "circle"), (2, "blue", "square")]
-  assert offline.score_caption(parse("two blue squares and a red circle"), truth) == {
+  assert captions.score_caption(parse("two blue squares and a red circle"), truth) == {
       "exact_match": 1.0, "attribute_match": 1.0}
-  partial = offline.score_caption(parse("a red square"), truth)
+  partial = captions.score_caption(parse("a red square"), truth)
   assert partial["exact_match"] == 0.0
   # red circle: best match "a red square" shares count and colour (2/3); blue squares: shape (1/3).
   assert partial["attribute_match"] == pytest.approx((2 / 3 + 1 / 3) / 2)
-  assert offline.score_caption([], truth)["attribute_match"] == 0.0
-  extra = offline.score_caption(parse("a red circle and two blue squares and a green circle"), truth)
+  assert captions.score_caption([], truth)["attribute_match"] == 0.0
+  extra = captions.score_caption(parse("a red circle and two blue squares and a green circle"), truth)
   assert extra["attribute_match"] == pytest.approx(2 / 3)  # the extra group counts as a miss
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gato_jax.evaluation import evaluator as evaluator_lib
+from gato_jax.evaluation import evaluator as evaluator_lib, task_choice
 from testlib import data_testing as data_testing
 from testlib import eval_testing as testing
 from gato_jax.evaluation.datasets import EvaluationError
@@ -112,7 +112,7 @@ def test_unknown_tasks_are_refused(pole_data_dir):
   config.eval.tasks = "tiny_pole,not_a_task"
   with pytest.raises(EvaluationError, match=r"unknown task\(s\) \['not_a_task'\]: the control datasets in "
                                             r".*pole_data.* are tiny_pole \(build or import"):
-    evaluator_lib.resolve_tasks(config)
+    task_choice.resolve_tasks(config)
 
 
 def test_gato_eval_reports_bad_input_in_one_line(tmp_path, pole_data_dir):

@@ -9,7 +9,7 @@ pytest.importorskip("datasets")
 
 from data_pipelines.importers import jat, rlds  # pylint: disable=g-import-not-at-top
 from gato_jax.data import sources  # pylint: disable=g-import-not-at-top
-from gato_jax.evaluation import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+from gato_jax.evaluation import evaluator as evaluator_lib, task_choice  # pylint: disable=g-import-not-at-top
 from gato_jax.evaluation.datasets import EvaluationError  # pylint: disable=g-import-not-at-top
 from testlib import foreign_fixtures as fixtures  # pylint: disable=g-import-not-at-top
 import import_support  # pylint: disable=g-import-not-at-top
@@ -60,7 +60,7 @@ def test_an_unknown_task_is_one_short_line(tmp_path):
   config = data_testing.tiny_config(data_dir)
   config.eval.tasks = "pole_03,not_imported"
   with pytest.raises(EvaluationError) as error:
-    evaluator_lib.resolve_tasks(config)
+    task_choice.resolve_tasks(config)
   message = str(error.value)
   assert message.startswith("unknown task(s) ['not_imported']: the control datasets in ")
   assert "pole_11 and 8 more (gato-data list)" in message and len(message) < 400 and "\n" not in message

@@ -1,68 +1,71 @@
-"""Offline evaluation: per-task loss and action accuracy on validation splits, and generated captions.
+"""The `offline` evaluator: per-task loss and action accuracy on the validation splits, for a checkpoint
+(gato-eval, a model on one device) or for the training's own sharded params on the global mesh.
 
 Validation batches come through the same SeqIO preprocessing as training
 (`gato_jax.data.make_eval_dataset`: tokenized, windowed, prompted as configured, seeded, unshuffled)
 and are scored by the model's own `loss_and_metrics`, so the numbers are comparable to training logs.
 
-Captions (the image-text data): the model sees a validation image's patches (IMAGE tokens, as in
-training sequences) and generates TEXT tokens until EOS, greedily and by sampling at temperature 0.9
-(the paper's setting), restricted to the text ids. Each caption is parsed back into groups
-(count, colour, shape) and scored against the ground truth the dataset stores with the image:
-  exact_match      the generated groups equal the true ones (order-free: captions list groups in a
-                   random order)
-  attribute_match  per true group, the share of its (count, colour, shape) matched by the best
-                   generated group, averaged; generated groups that match nothing count as misses
+During a multi-process training every process reads the same batches and feeds its own rows of each
+to the same jitted forward on the global mesh, so every process makes the same collectives in the
+same order and gets the same (replicated) numbers.
 """
 
 import functools
-import os
-import re
-from typing import Any, Mapping, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 from absl import logging
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
-from gato_jax.data import make_eval_dataset, sources
-from gato_jax.evaluation import datasets
-from gato_jax.evaluation.agent import sample_restricted, token_features
+from gato_jax import partitioning
+from gato_jax.data import make_eval_dataset
+from gato_jax.evaluation.context import EvalContext
+from gato_jax.evaluation.options import EvalSpec
 from gato_jax.features import INPUT_FEATURES
 from gato_jax.model import loss_and_metrics
-from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals, stream
-from gato_jax.training.step import reduce_metrics  # the one reducer of metrics, shared with training
-
-
-# ------------------------------------------------------------------------------------------------
-# Validation loss and accuracy.
-# ------------------------------------------------------------------------------------------------
-
-def _metrics_fn(graphdef, state, batch):
-  logits = nnx.merge(graphdef, state)(batch)
-  return loss_and_metrics(logits, batch)[1]
-
+from gato_jax.model.metrics import reduce_metrics
 
 _WEIGHTS = {"loss": "num_targets", "text_loss": "num_text_targets", "action_loss": "num_action_targets",
             "text_accuracy": "num_text_targets", "action_accuracy": "num_action_targets"}
+SCALARS = ("loss", "action_accuracy", "text_accuracy")
+NEEDED = set(INPUT_FEATURES) | {"targets", "target_kinds", "loss_mask"}
 
 
-def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: int, max_batches: int = 0,
-                       seed: int = 0) -> dict[str, dict]:
-  """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split}."""
+def _model_metrics(graphdef, state, batch):
+  return loss_and_metrics(nnx.merge(graphdef, state)(batch), batch)[1]
+
+
+def _sharded_metrics(model_def, params, model_state, batch):
+  # Deterministic forward (train=False): the rng only fills the template of the model's streams.
+  return loss_and_metrics(model_def.merge(params, jax.random.key(0), model_state)(batch), batch)[1]
+
+
+def model_forward(model) -> Callable[[dict], dict]:
+  """batch -> metrics of a model on one device (gato-eval)."""
   graphdef, state = nnx.split(model)
-  step = jax.jit(functools.partial(_metrics_fn, graphdef))
-  needed = set(INPUT_FEATURES) | {"targets", "target_kinds", "loss_mask"}
+  step = jax.jit(functools.partial(_model_metrics, graphdef))
+  return lambda batch: step(state, batch)
+
+
+def validation_batches(config, name: str, *, batch_size: int, max_batches: int = 0, seed: int = 0):
+  """The task's validation batches (the features the forward needs), as numpy."""
+  ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)
+  if max_batches:
+    ds = ds.take(max_batches)
+  return ({k: v for k, v in batch.items() if k in NEEDED} for batch in ds.as_numpy_iterator())
+
+
+def validation_metrics(forward: Callable[[dict], dict], config, task_names: Sequence[str], *, batch_size: int,
+                       max_batches: int = 0, seed: int = 0, batches=validation_batches) -> dict[str, dict]:
+  """{task: loss, action_accuracy, ... averaged over the target tokens of the validation split};
+  `batches` reads them (validation_batches' signature)."""
   out = {}
   for name in task_names:
-    ds = make_eval_dataset(config, name, "validation", batch_size=batch_size, seed=seed)
-    if max_batches:
-      ds = ds.take(max_batches)
-    parts = [jax.device_get(step(state, {k: v for k, v in batch.items() if k in needed}))
-             for batch in ds.as_numpy_iterator()]
-    batches = len(parts)
-    if not batches:
+    parts = [jax.device_get(forward(batch))
+             for batch in batches(config, name, batch_size=batch_size, max_batches=max_batches, seed=seed)]
+    if not parts:
       logging.warning("offline evaluation of %s: the validation split gave no batch", name)
       continue
     keys = set(_WEIGHTS) | set(_WEIGHTS.values())
@@ -71,7 +74,7 @@ def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: 
     metrics = {key: float(reduced[key]) for key in _WEIGHTS}
     metrics.update({"target_tokens": int(reduced["num_targets"]),
                     "action_tokens": int(reduced["num_action_targets"]),
-                    "text_tokens": int(reduced["num_text_targets"]), "batches": batches})
+                    "text_tokens": int(reduced["num_text_targets"]), "batches": len(parts)})
     if not reduced["num_text_targets"]:
       metrics.pop("text_loss"), metrics.pop("text_accuracy")
     if not reduced["num_action_targets"]:
@@ -80,112 +83,64 @@ def validation_metrics(model, config, task_names: Sequence[str], *, batch_size: 
   return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Caption generation.
-# ------------------------------------------------------------------------------------------------
+class OfflineEvaluator:
+  """Validation metrics of every task evaluated (config.eval.offline=False: only of the tasks that
+  have no simulator, which get nothing else)."""
+  report_key = "offline"
 
-def image_stream(image, num_patch_positions: int, max_obs_positions: int) -> dict[str, np.ndarray]:
-  """An image as the IMAGE tokens of a captions sequence (as tf_ops.image_tokens makes them)."""
-  rows, cols = patch_intervals(image.shape[0], image.shape[1], num_patch_positions)
-  return stream.number_positions(stream.of_patches(image_to_patches(image), rows, cols), max_obs_positions)
+  def __init__(self, spec: EvalSpec, context: EvalContext):
+    self.spec, self.context = spec, context
+    self._sharded = None  # the jitted forward on the training's mesh, compiled once
+    # Training evaluates the same batches again and again: read once (a bounded number of them), not
+    # rebuilt through SeqIO at every evaluation.
+    self._cached: dict[str, list] = {}
 
+  def tasks(self) -> list[str]:
+    return self.context.task_names if self.spec.options.offline else self.context.offline_only
 
-def _generate(graphdef, state, prompt, rng, temperature, *, num_tokens, text_vocab_size, greedy):
-  """Prefill the image tokens, then `num_tokens` TEXT tokens, each fed back: ids [B, num_tokens]."""
-  model = nnx.merge(graphdef, state)
-  length = prompt["tokens"].shape[1] + num_tokens
-  logits, cache = model.prefill(prompt, max_length=length, last_only=True)
+  def enabled(self) -> bool:
+    return bool(self.tasks())
 
-  def one_token(carry, key):
-    logits, cache = carry
-    token = sample_restricted(logits[:, -1], 0, text_vocab_size, key, temperature, greedy)
-    logits, cache = model.decode(token_features(token, TokenKind.TEXT, model.options.patch_size), cache,
-                                 last_only=True)
-    return (logits, cache), token
+  def _metrics(self, forward, batch_size: int, batches=validation_batches) -> dict[str, Any]:
+    e = self.spec.options
+    return validation_metrics(forward, self.context.config, self.tasks(), batch_size=batch_size,
+                              max_batches=e.offline_batches, seed=e.seed, batches=batches)
 
-  _, tokens = jax.lax.scan(one_token, (logits, cache), jax.random.split(rng, num_tokens))
-  return tokens.T
+  def _cached_batches(self, config, name: str, **kwargs):
+    if not kwargs["max_batches"]:  # the whole split: read it each time rather than hold it
+      return validation_batches(config, name, **kwargs)
+    if name not in self._cached:
+      self._cached[name] = list(validation_batches(config, name, **kwargs))
+    return self._cached[name]
 
+  def run(self, model, step: int) -> dict[str, Any]:
+    del step
+    return self._metrics(model_forward(model), self.spec.options.offline_batch_size)
 
-def generate_captions(model, layout: VocabLayout, text_tokenizer, images: Sequence[np.ndarray], *,
-                      greedy: bool, temperature: float = 1.0, max_tokens: int = 24, seed: int = 0) -> list[str]:
-  """Captions for `images` (HxWx3 uint8), decoded up to the first EOS."""
-  options = model.options
-  streams = [image_stream(np.asarray(im, np.uint8), options.num_patch_positions, options.max_obs_positions)
-             for im in images]
-  prompt = {k: np.stack([s[k] for s in streams]) for k in streams[0]}
-  graphdef, state = nnx.split(model)
-  generate = jax.jit(functools.partial(_generate, graphdef),
-                     static_argnames=("num_tokens", "text_vocab_size", "greedy"))
-  ids = np.asarray(generate(state, prompt, jax.random.key(seed), jnp.float32(temperature),
-                            num_tokens=max_tokens, text_vocab_size=layout.text_vocab_size, greedy=greedy))
-  eos = text_tokenizer.vocab.eos_id
-  captions = []
-  for row in ids:
-    row = list(row)
-    if eos in row:
-      row = row[:row.index(eos)]
-    captions.append(text_tokenizer.decode(row))
-  return captions
+  def run_sharded(self, step: int, *, params, model_state, model_def, mesh) -> dict[str, Any]:
+    """The training's params where they are (collective-safe: module docstring)."""
+    del step
+    # The global batch splits over data x fsdp and over the processes: rounded up to fit both.
+    unit = math.lcm(partitioning.data_parallel_size(mesh), jax.process_count())
+    size = -(-self.spec.options.offline_batch_size // unit) * unit
+    if self._sharded is None:
+      self._sharded = jax.jit(functools.partial(_sharded_metrics, model_def),
+                              out_shardings=partitioning.replicated(mesh))
+    rows = size // jax.process_count()
+    first = jax.process_index() * rows
 
+    def forward(batch):
+      local = {k: v[first:first + rows] for k, v in batch.items()}
+      with partitioning.axis_rules(mesh):
+        return self._sharded(params, model_state, partitioning.global_batch(local, mesh, size))
+    return self._metrics(forward, size, self._cached_batches)
 
-# ------------------------------------------------------------------------------------------------
-# Caption scoring.
-# ------------------------------------------------------------------------------------------------
-
-def parse_caption(caption: str, colors: Sequence[str], shapes: Sequence[str],
-                  count_words: Mapping[int, str]) -> list[tuple[int, str, str]]:
-  """'a red circle and two blue squares' -> [(1, 'red', 'circle'), (2, 'blue', 'square')]."""
-  counts = {w: n for n, w in count_words.items()}
-  pattern = re.compile(r"\b(%s)\s+(%s)\s+(%s)s?\b" % ("|".join(map(re.escape, counts)),
-                                                       "|".join(map(re.escape, colors)),
-                                                       "|".join(map(re.escape, shapes))))
-  return [(counts[c], color, shape) for c, color, shape in pattern.findall(caption.lower())]
-
-
-def score_caption(generated: Sequence[tuple[int, str, str]], truth: Sequence[tuple[int, str, str]]) -> dict:
-  """exact_match and attribute_match (see the module docstring) of parsed groups."""
-  exact = sorted(generated) == sorted(truth)
-  matched = []
-  for group in truth:
-    best = max([sum(a == b for a, b in zip(group, g)) / 3.0 for g in generated] or [0.0])
-    matched.append(best)
-  extra = max(0, len(generated) - len(truth))
-  attribute = sum(matched) / (len(truth) + extra) if truth else float(not generated)
-  return {"exact_match": float(exact), "attribute_match": float(attribute)}
-
-
-def caption_evaluation(model, config, layout: VocabLayout, text_tokenizer, *, num_examples: int,
-                       temperature: float, max_tokens: int, seed: int = 0) -> dict:
-  """Greedy and sampled captions of validation images of the `captions` dataset, scored."""
-  version_dir = sources.dataset_version_dir("captions", config.data.data_dir)
-  if version_dir is None:
-    raise datasets.EvaluationError(f"captions: no dataset under {config.data.data_dir}; build it with "
-                                   f"`gato-data build --dataset=captions --data_dir={config.data.data_dir}`")
-  # The builder recorded its vocabulary of colours, shapes and count words: parse with exactly those.
-  vocabulary = sources.read_metadata("captions", config.data.data_dir)
-  builder = tfds.builder_from_directory(version_dir)
-  examples = list(tfds.as_numpy(builder.as_dataset(split="validation", shuffle_files=False).take(num_examples)))
-  images = [e["image"] for e in examples]
-  truths = [[(int(n), c.decode(), s.decode()) for c, s, n in
-             zip(e["groups"]["color"], e["groups"]["shape"], e["groups"]["count"])] for e in examples]
-  count_words = {int(k): v for k, v in vocabulary["count_words"].items()}
-  parse = functools.partial(parse_caption, colors=list(vocabulary["colors"]), shapes=list(vocabulary["shapes"]),
-                            count_words=count_words)
-  modes = {"greedy": dict(greedy=True), f"temperature_{temperature:g}": dict(greedy=False,
-                                                                            temperature=temperature)}
-  report: dict[str, Any] = {"modes": {}, "examples": []}
-  generated_by_mode = {}
-  for mode, kwargs in modes.items():
-    captions = generate_captions(model, layout, text_tokenizer, images, max_tokens=max_tokens, seed=seed,
-                                 **kwargs)
-    generated_by_mode[mode] = captions
-    scores = [score_caption(parse(c), t) for c, t in zip(captions, truths)]
-    report["modes"][mode] = {"exact_match": float(np.mean([s["exact_match"] for s in scores])),
-                             "attribute_match": float(np.mean([s["attribute_match"] for s in scores])),
-                             "examples": len(scores)}
-  sampled_mode = list(modes)[1]
-  for i, e in enumerate(examples[:8]):
-    report["examples"].append({"truth": e["caption"].decode(), "greedy": generated_by_mode["greedy"][i],
-                               sampled_mode: generated_by_mode[sampled_mode][i]})
-  return report
+  def scalars(self, section: dict[str, Any]) -> dict[str, float]:
+    """`<name>/<task>/<metric>` and each metric's mean over the tasks that have it, `<name>/<metric>`."""
+    out = {}
+    for key in SCALARS:
+      values = {task: m[key] for task, m in section.items() if key in m}
+      out.update({f"{self.spec.name}/{task}/{key}": float(v) for task, v in values.items()})
+      if values:
+        out[f"{self.spec.name}/{key}"] = float(np.mean(list(values.values())))
+    return out

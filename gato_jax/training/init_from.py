@@ -3,6 +3,7 @@
 `config.init_from` names, locally or in a bucket (gs://...):
   WORKDIR             its latest committed checkpoint (or its exported `params/` when it has none)
   WORKDIR@STEP        that checkpoint step
+  WORKDIR@best        the step that run kept as its best (its checkpoint.best_metric)
   WORKDIR/checkpoints/STEP, or any checkpoints/ folder
   PARAMS_DIR          an exported params directory (`<workdir>/params`, checkpointing.export_params)
 Only the parameters are read: the optimizer state, step, rng and data iterator stay the new run's own
@@ -29,7 +30,7 @@ import orbax.checkpoint as ocp
 from gato_jax import checkpointing
 from gato_jax.model import options
 
-_SPEC = re.compile(r"^(?P<path>.+?)@(?P<step>\d+)$")
+_SPEC = re.compile(r"^(?P<path>.+?)@(?P<step>\d+|best)$")
 
 
 class InitFromError(ValueError):
@@ -44,11 +45,15 @@ def _path(path: str) -> epath.Path:
 def resolve(spec: str) -> tuple[epath.Path, str]:
   """(directory, "checkpoint" | "params") that `spec` (PATH[@STEP]) names; InitFromError otherwise."""
   match = _SPEC.match(spec)
-  path, step = (match["path"], int(match["step"])) if match else (spec, None)
+  path, step = (match["path"], match["step"]) if match else (spec, None)
   root = _path(path)
   where = f"config.init_from={spec!r}"
   if not root.is_dir():
     raise InitFromError(f"{where}: {root} does not exist")
+  if step == "best":
+    step = _best_step(root, where)
+  elif step is not None:
+    step = int(step)
   if (root / checkpointing.STATE).is_dir():  # one checkpoint step
     if step is not None and str(step) != root.name:
       raise InitFromError(f"{where}: {root} is the checkpoint of step {root.name}; drop @{step}")
@@ -67,6 +72,19 @@ def resolve(spec: str) -> tuple[epath.Path, str]:
       return params, "params"
   raise InitFromError(f"{where}: {root} is not a workdir with committed checkpoints, a checkpoint step "
                       "directory or an exported params directory")
+
+
+def _best_step(root: epath.Path, where: str) -> int:
+  """The step the run of workdir `root` kept by its recorded checkpoint.best_metric."""
+  recorded = root / "config.json"
+  section = json.loads(recorded.read_text()).get("checkpoint", {}) if recorded.exists() else {}
+  if not section.get("best_metric"):
+    raise InitFromError(f"{where}: {recorded} records no checkpoint.best_metric, so no step is marked "
+                        "best; name a step (PATH@STEP)")
+  step = checkpointing.best_step(root / "checkpoints", section["best_metric"], section.get("best_mode", "max"))
+  if step is None:
+    raise InitFromError(f"{where}: no checkpoint of {root} recorded {section['best_metric']!r}")
+  return step
 
 
 def source_config(directory: epath.Path, kind: str) -> Optional[dict]:

@@ -15,7 +15,7 @@ from clu import periodic_actions
 import jax
 import numpy as np
 
-from gato_jax.training.step import reduce_metrics
+from gato_jax.model.metrics import reduce_metrics
 
 
 def _duration(seconds: float) -> str:

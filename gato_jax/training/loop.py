@@ -12,14 +12,14 @@ import os
 import shutil
 import signal
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 from absl import logging
 import jax
 
 from gato_jax import checkpointing, features, partitioning
 from gato_jax.tokenizers.layout import VocabLayout
-from gato_jax.training import failures, flops, logger, state as state_lib, step as step_lib
+from gato_jax.training import evals as evals_lib, failures, flops, logger, state as state_lib, step as step_lib
 from gato_jax.training import init_from, program as program_lib
 from gato_jax.training.failures import DataLossError, NonFiniteError, NonFiniteGuard, PeerLostError
 from gato_jax.training.synthetic import SyntheticIterator
@@ -114,13 +114,15 @@ def _save_config_json(config, workdir: str) -> None:
 def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
           loss_fn: step_lib.LossFn = step_lib.gato_loss, data_iterator=None,
           task_names=None, stop_after_steps: int | None = None,
-          on_step: Callable[[int], None] | None = None, devices=None) -> TrainResult:
+          on_step: Callable[[int], None] | None = None, devices=None,
+          evaluators: Sequence[evals_lib.StepEvaluator] = ()) -> TrainResult:
   """Trains to `config.num_train_steps`, resuming from `<workdir>/checkpoints` when it has any.
 
   `data_iterator` (with `task_names`, for reports) replaces the one `config.data` describes;
   `stop_after_steps` ends this call early (for tests and staged runs) without changing the schedule;
   `on_step(step)` runs after every dispatched step (tests use it to inject failures); `devices`
-  restricts the mesh to some devices (default: every device of every process).
+  restricts the mesh to some devices (default: every device of every process); `evaluators` run
+  during training when due (gato_jax/training/evals.py; gato-train builds them from config.evals).
   """
   check_config(config)
   mesh = partitioning.make_mesh(config.mesh, devices)
@@ -146,7 +148,10 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   ckpt = checkpointing.TrainCheckpointManager(
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
       keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
-      async_save=config.checkpoint.async_save)
+      async_save=config.checkpoint.async_save,
+      # Only a run that evaluates while it trains has scores to keep its best checkpoint by.
+      best_metric=config.checkpoint.get("best_metric", "") if evaluators else "",
+      best_mode=config.checkpoint.get("best_mode", "max"))
   fresh = [iterator]  # the one built above serves the first restore attempt; later ones get new ones
   new_iterator = lambda: fresh.pop() if fresh else make_iterator()
   restore_iterator = config.checkpoint.restore_data_iterator
@@ -177,7 +182,11 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   checkpointing.barrier("gato_train_compiled", timeout_s=START_BARRIER_TIMEOUT_S)
   preemption = PreemptionWatcher(ckpt)
   config_json = checkpointing.config_to_json(config)
-  save = lambda s, st, force: ckpt.save(s, st, data_iterator=iterator, config=config_json, force=force)
+  save = lambda s, st, force, metrics=None: ckpt.save(s, st, data_iterator=iterator, config=config_json,
+                                                      force=force, metrics=metrics)
+  evals = evals_lib.TrainingEvals(evaluators, workdir if is_primary else None,
+                                  memorising_patience=int(config.eval.get("memorising_patience", 3))
+                                  if "eval" in config else 3)
 
   last_step = config.num_train_steps if stop_after_steps is None else min(config.num_train_steps,
                                                                           step + stop_after_steps)
@@ -207,7 +216,10 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
         unchecked = None
         last_scalars = metrics_logger.log(step, jax.device_get(interval))
         interval = []
-      save(step, state, force=step == last_step)
+      scores = evals.run(step, params=state.params, model_state=state.model_state, model_def=model_def,
+                         mesh=mesh, last=step == last_step,
+                         train_loss=last_scalars.get("loss") if last_scalars else None)
+      save(step, state, force=step == last_step, metrics=scores)
       if preemption.reached(step):
         logging.warning("Preempted at step %d: saving and exiting.", step)
         if ckpt.latest_step() != step:
@@ -238,6 +250,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
                         f"({str(e).strip().splitlines()[0][:300]}). {_last_checkpoint(ckpt)}") from e
   finally:
     preemption.close()
+    evals.close()
     if not peer_lost:
       ckpt.wait_until_finished()
       ckpt.close()

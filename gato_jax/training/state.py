@@ -13,8 +13,7 @@ shardings from the params' logical axes (gato_jax.partitioning), and the init it
 those `out_shardings`, so each device computes only its own shards.
 """
 
-import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 from flax import nnx
@@ -23,8 +22,9 @@ import jax.numpy as jnp
 import optax
 
 from gato_jax import partitioning
-
-ModelFn = Callable[[nnx.Rngs], nnx.Module]
+# ModelDef and its helpers live in the model room (evaluation and acting rebuild models too).
+from gato_jax.model.definition import (ModelDef, ModelFn, abstract_model,  # pylint: disable=unused-import
+                                       fresh_rng_state, rngs_of, split_model)
 
 
 @flax.struct.dataclass
@@ -36,58 +36,8 @@ class TrainState:
   rng: jax.Array  # uint32[2] raw threefry key data (checkpoint-friendly, unlike typed keys)
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelDef:
-  """Everything static needed to rebuild the model inside a jitted function."""
-  graphdef: Any
-  rng_template: Any  # pure dict of ShapeDtypeStructs of the model's rng-stream variables
-  param_axes: Any  # pure dict: logical axis names per parameter (None = unannotated)
-  abstract_params: Any  # pure dict of ShapeDtypeStructs
-  module_types: dict = dataclasses.field(default_factory=dict)  # module path -> class name
-
-  def merge(self, params, rng: jax.Array, model_state) -> nnx.Module:
-    """The model with `params`, fresh rng streams derived from `rng` (a typed key) and `model_state`."""
-    return nnx.merge(self.graphdef, params, fresh_rng_state(self.rng_template, rng), model_state)
-
-
-def _split(model: nnx.Module):
-  graphdef, params, rngs, rest = nnx.split(model, nnx.Param, nnx.RngState, ...)
-  return graphdef, params, rngs, rest
-
-
-def fresh_rng_state(template, rng: jax.Array):
-  """Rng-stream variables for one step: every key is `rng` folded with its path, every count 0."""
-  flat = jax.tree_util.tree_flatten_with_path(template)[0]
-  treedef = jax.tree.structure(template)
-  leaves = []
-  for i, (_, leaf) in enumerate(flat):
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-      key = jax.random.fold_in(rng, i)
-      leaves.append(jax.random.split(key, leaf.shape) if leaf.shape else key)
-    else:
-      leaves.append(jnp.zeros(leaf.shape, leaf.dtype))
-  return jax.tree.unflatten(treedef, leaves)
-
-
 def typed_key(raw: jax.Array) -> jax.Array:
   return jax.random.wrap_key_data(raw, impl="threefry2x32")
-
-
-def _rngs(seed_key: jax.Array) -> nnx.Rngs:
-  params_key, dropout_key, default_key = jax.random.split(seed_key, 3)
-  return nnx.Rngs(default_key, params=params_key, dropout=dropout_key)
-
-
-def abstract_model(model_fn: ModelFn) -> tuple[ModelDef, Any]:
-  """The ModelDef and the abstract model_state, without allocating a parameter."""
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(lambda: model_fn(_rngs(jax.random.key(0))))
-  graphdef, params, rngs, rest = _split(model)
-  model_def = ModelDef(graphdef=graphdef, rng_template=nnx.to_pure_dict(rngs),
-                       param_axes=partitioning.logical_axes(params),
-                       abstract_params=nnx.to_pure_dict(params),
-                       module_types={tuple(path): type(m).__name__ for path, m in nnx.iter_modules(model)})
-  return model_def, nnx.to_pure_dict(rest)
 
 
 def _init_fn(model_fn: ModelFn, optimizer: optax.GradientTransformation):
@@ -95,8 +45,8 @@ def _init_fn(model_fn: ModelFn, optimizer: optax.GradientTransformation):
     key = typed_key(seed)
     init_key, train_key = jax.random.split(key)
     with nnx.use_eager_sharding(False):
-      model = model_fn(_rngs(init_key))
-    _, params, _, rest = _split(model)
+      model = model_fn(rngs_of(init_key))
+    _, params, _, rest = split_model(model)
     params = nnx.to_pure_dict(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=nnx.to_pure_dict(rest),
                       opt_state=optimizer.init(params), rng=jax.random.key_data(train_key))

@@ -20,6 +20,7 @@ import optax
 
 from gato_jax import partitioning
 from gato_jax.model import loss_and_metrics
+from gato_jax.model.metrics import is_count_metric, reduce_metrics  # pylint: disable=unused-import
 from gato_jax.tokenizers.layout import TokenKind
 from gato_jax.training.state import ModelDef, TrainState, typed_key
 
@@ -30,11 +31,6 @@ LossFn = Callable[[nnx.Module, Mapping[str, jax.Array], jax.Array], tuple[jax.Ar
 def gato_loss(model, batch, rng):
   """The Gato model's training forward pass (dropout, sampled patch positions) and masked loss."""
   return loss_and_metrics(model(batch, train=True, rng=rng), batch)
-
-
-def is_count_metric(name: str) -> bool:
-  """Token counts add up over micro-batches and steps; every other metric is averaged."""
-  return name.startswith(("num_", "tokens_")) or name.endswith("_tokens")
 
 
 def _token_counts(batch) -> dict[str, jax.Array]:
@@ -54,22 +50,6 @@ def _metric_weight(name: str, counts: Mapping[str, jax.Array]) -> jax.Array | No
     if name.startswith(kind + "_"):
       return counts[f"{kind}_tokens"]
   return counts["loss_tokens"]
-
-
-def reduce_metrics(parts: Mapping[str, Any], weights: Mapping[str, Any] | None = None, *, xp=jnp):
-  """The one reducer of metrics measured on parts (the micro-batches of a step, the steps of a logging
-  interval, validation batches): stacked values [k] -> one value each. Token counts add up; every other
-  metric is averaged, weighted by `weights[name]` (its token count per part) when given, else equally."""
-  out = {}
-  for name, values in parts.items():
-    weight = None if weights is None else weights.get(name)
-    if is_count_metric(name):
-      out[name] = values.sum()
-    elif weight is None:
-      out[name] = values.mean()
-    else:
-      out[name] = (values * weight).sum() / xp.maximum(weight.sum(), 1.0)
-  return out
 
 
 def _split_micro_batches(batch, k: int):
