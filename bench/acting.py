@@ -113,7 +113,7 @@ def time_full_passes(model, layout, length: int) -> dict:
 
 def bench_preset(preset: str) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gato_jax.evaluation.agent import GatoAgent  # pylint: disable=g-import-not-at-top
+  from gato_jax.acting.agent import GatoAgent  # pylint: disable=g-import-not-at-top
   config = load_config(preset)
   config.model.dropout_rate = 0.0
   layout = VocabLayout.from_config(config.vocab)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
-from gato_jax.evaluation import agent as agent_lib
+from gato_jax.acting import agent as agent_lib
 from testlib import eval_testing as testing
 from gato_jax.tokenizers import (TokenKind, VocabLayout, action_from_tokens, action_token_ranges,
                                  tokenize_observation)

@@ -20,10 +20,11 @@ import jax
 import numpy as np
 
 from gato_jax import checkpointing
+from gato_jax.acting import agent as agent_lib
 from gato_jax.data import mixtures, sources, tasks
 from gato_jax.data.vocabulary import sentencepiece_model_path
 from gato_jax.envs import registry
-from gato_jax.evaluation import agent as agent_lib, datasets, offline, replay, report as report_lib, rollout, scores
+from gato_jax.evaluation import datasets, offline, replay, report as report_lib, rollout, scores
 from gato_jax.evaluation.datasets import EvaluationError
 from gato_jax.model import default_model_fn, options
 from gato_jax.tokenizers import TextTokenizer, VocabLayout
