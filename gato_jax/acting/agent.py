@@ -235,16 +235,22 @@ class GatoActor:
   def __init__(self, agent: GatoAgent, demonstrations: Optional[Sequence[Mapping[str, Any]]] = None,
                seed: int = 0):
     self.agent = agent
-    prompts = [agent.prompt_from_episode(d) for d in (demonstrations or [])]
-    order = np.random.default_rng(seed).permutation(len(prompts))
-    self._prompts = [prompts[i] for i in order]
+    self._prompts = [agent.prompt_from_episode(d) for d in shuffled(demonstrations or [], seed)]
 
   def begin(self, seeds: Sequence[int]) -> None:
-    if self._prompts:
-      self.agent.reset([self._prompts[s % len(self._prompts)] for s in seeds])
-    else:
-      self.agent.reset([None] * len(seeds))
+    self.agent.reset([prompt_for(self._prompts, s) for s in seeds])
 
   def act(self, observations, raw_observations=None, envs=None) -> list:
     del raw_observations, envs
     return self.agent.act(observations)
+
+
+def shuffled(demonstrations: Sequence[Any], seed: int) -> list:
+  """The demonstrations in the seeded order episodes draw their prompts from (`prompt_for`)."""
+  order = np.random.default_rng(seed).permutation(len(demonstrations))
+  return [demonstrations[i] for i in order]
+
+
+def prompt_for(prompts: Sequence[Any], episode_seed: int):
+  """The prompt of the episode with env seed `episode_seed`: prompt `seed mod n` (None without any)."""
+  return prompts[episode_seed % len(prompts)] if prompts else None
