@@ -15,7 +15,7 @@ import time
 
 from absl import logging
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -88,6 +88,8 @@ def _error(metrics: Metrics, message: str, status: int) -> JSONResponse:
 async def _body(request: Request):
   try:
     return json.loads(await request.body())
+  except ClientDisconnect:
+    raise RequestError("the client disconnected before sending the whole request", 499) from None
   except (ValueError, UnicodeDecodeError) as e:
     raise RequestError(f"request body is not JSON ({e})") from None
 
