@@ -26,6 +26,8 @@ _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
 _MODULE_IMPORT = cli_flags.module_import_flag()
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_SERVER = flags.DEFINE_string("server", None, "URL of a gato-serve: its checkpoint acts the rollouts "
+                              "(same tasks, seeds and scores; no offline metrics).")
 _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as training writes it, until "
                            "the final step (config.num_train_steps) or config.eval.watch_timeout_s.")
 
@@ -76,6 +78,12 @@ def main(argv) -> None:
       steps = evaluator.watch(config.eval.watch_interval_s, config.eval.watch_timeout_s,
                               final_step=config.num_train_steps, on_report=print_report)
       logging.info("Evaluated steps %s", steps)
+    elif _SERVER.value:
+      from gato_jax.serving import remote  # pylint: disable=g-import-not-at-top  # after flags; the serve extra
+      try:
+        print_report(remote.evaluate_served(evaluator, _SERVER.value))
+      except remote.ServerError as e:
+        cli_flags.fail(str(e), 1)
     else:
       print_report(evaluator.evaluate_checkpoint(_STEP.value))
   except EvaluationError as e:

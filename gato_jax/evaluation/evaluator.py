@@ -87,6 +87,7 @@ class Evaluator:
                       if n not in self.offline_only} if load_data else {})
     self._text_tokenizer = None
     self._model_def = None
+    self.actor_for = None  # (task, demonstrations) -> rollout.Actor instead of the in-process agent
     specs = [d.spec for d in self.datasets.values()] + [refs[n].spec for n in self.offline_only]
     images = any(f.modality == "image" for spec in specs for _, f in spec.observation_fields())
     if config.model.get("max_image_tokens", -1) >= 0 and (images or (config.eval.captions and load_data
@@ -149,15 +150,19 @@ class Evaluator:
     length = int(e.context_length or c.data.sequence_length)
     prompt_tokens = int(e.prompt_tokens or c.data.get("max_prompt_fraction", 0.5) * length)
     text = self.text_tokenizer if any(f.modality == "text" for _, f in ds.spec.observation_fields()) else None
-    agent = agent_lib.GatoAgent(model, self.layout, ds.spec, text, context_length=length, greedy=e.greedy,
-                                temperature=e.temperature, seed=e.seed, prompt_tokens=prompt_tokens,
-                                roll_keep=e.roll_keep)
     demos = []
     if e.prompt == "demo":
       demos = datasets.successful_episodes(ds.validation_episodes(max_episodes=32))
     elif e.prompt != "none":
       raise EvaluationError(f"config.eval.prompt={e.prompt!r}; expected 'demo' or 'none'")
-    actor = agent_lib.GatoActor(agent, demos, seed=e.seed)
+    agent = None
+    if self.actor_for is not None:  # gato-eval --server: a served checkpoint acts (serving/remote.py)
+      actor = self.actor_for(name, demos)
+    else:
+      agent = agent_lib.GatoAgent(model, self.layout, ds.spec, text, context_length=length, greedy=e.greedy,
+                                  temperature=e.temperature, seed=e.seed, prompt_tokens=prompt_tokens,
+                                  roll_keep=e.roll_keep)
+      actor = agent_lib.GatoActor(agent, demos, seed=e.seed)
     if e.max_steps and e.max_steps < ds.task.max_steps:
       logging.warning("%s: episodes capped at %d steps, below the %d of the data: the expert and random "
                       "returns were measured over longer episodes, so the score is biased low.", name,
@@ -178,7 +183,7 @@ class Evaluator:
       entry["success_rate"] = float(np.mean(successes))
     entry["errors"] = [r.error for r in results if r.error][:5]
     entry["seconds"] = time.perf_counter() - start
-    entry["rolls"] = agent.rolls
+    entry["rolls"] = agent.rolls if agent is not None else None
     gif = None
     if e.gif and results and results[0].actions:
       gif = replay.request(ds.task, results[0].seed, results[0].actions,
@@ -207,11 +212,11 @@ class Evaluator:
     if report["tasks"]:  # none when every task is imported without a simulator (offline only)
       report["summary"] = scores.summarize(report["tasks"])
     offline_names = self.task_names if e.offline else self.offline_only
-    if offline_names:
+    if offline_names and model is not None:  # None: the model is served elsewhere (rollouts only)
       report["offline"] = offline.validation_metrics(
           model, self.config, offline_names, batch_size=int(e.offline_batch_size),
           max_batches=int(e.offline_batches), seed=int(e.seed))
-    if e.captions and self._captions_built():
+    if e.captions and model is not None and self._captions_built():
       report["captions"] = offline.caption_evaluation(
           model, self.config, self.layout, self.text_tokenizer, num_examples=int(e.captions),
           temperature=float(e.caption_temperature), max_tokens=int(e.caption_max_tokens), seed=int(e.seed))

@@ -12,6 +12,7 @@ import contextlib
 import json
 import threading
 import time
+from typing import Optional
 
 from absl import logging
 from starlette.applications import Starlette
@@ -94,8 +95,9 @@ async def _body(request: Request):
     raise RequestError(f"request body is not JSON ({e})") from None
 
 
-def build_app(engine: Engine, idle_timeout_s: float = 600.0) -> Starlette:
-  """The Starlette app over `engine`; idle sessions are closed after `idle_timeout_s`."""
+def build_app(engine: Engine, idle_timeout_s: float = 600.0, info: Optional[dict] = None) -> Starlette:
+  """The Starlette app over `engine`; idle sessions are closed after `idle_timeout_s`; `info` (the
+  checkpoint, its step, the sampling settings) is reported by /health."""
   metrics = Metrics()
   engine.on_batch = metrics.on_batch
 
@@ -145,7 +147,8 @@ def build_app(engine: Engine, idle_timeout_s: float = 600.0) -> Starlette:
 
   async def health(request: Request):
     del request
-    return JSONResponse({"status": "ok", "sessions": len(engine.sessions), "max_sessions": engine.max_sessions})
+    return JSONResponse({"status": "ok", "sessions": len(engine.sessions), "max_sessions": engine.max_sessions,
+                         **(info or {})})
 
   async def metrics_endpoint(request: Request):
     del request

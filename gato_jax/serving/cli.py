@@ -59,7 +59,8 @@ def tokenizers(layout, options, sentencepiece_model):
   return tokenizer_for
 
 
-def build_engine() -> Engine:
+def build_engine() -> tuple[Engine, dict]:
+  """The engine over the checkpoint's model, and what /health says about it."""
   mesh = None
   if _MESH_SHAPE.value:
     data, fsdp, tensor = (int(x) for x in _MESH_SHAPE.value)
@@ -69,10 +70,12 @@ def build_engine() -> Engine:
   settings = stepping.acting_settings(loaded.config, greedy=_GREEDY.value, temperature=_TEMPERATURE.value,
                                       context_length=_CONTEXT.value)
   logging.info("gato-serve: %s loaded; %s", loaded.path, settings)
+  name = os.path.basename(loaded.path.rstrip("/"))
+  info = {"checkpoint": loaded.path, "step": int(name) if name.isdigit() else -1, "settings": settings}
   return Engine(loaded.model, loaded.layout, max_sessions=_MAX_SESSIONS.value,
                 context_length=settings["context_length"], prompt_tokens=settings["prompt_tokens"],
                 greedy=settings["greedy"], temperature=settings["temperature"], roll_keep=settings["roll_keep"],
-                tokenizer_for=tokenizers(loaded.layout, loaded.model.options, _SENTENCEPIECE.value))
+                tokenizer_for=tokenizers(loaded.layout, loaded.model.options, _SENTENCEPIECE.value)), info
 
 
 def main(argv) -> None:
@@ -89,7 +92,7 @@ def main(argv) -> None:
   except OSError as e:
     cli_flags.fail(f"cannot bind {_HOST.value}:{_PORT.value}: {e.strerror}", 1)
   try:
-    engine = build_engine()
+    engine, info = build_engine()
   except (loading.LoadError, ValueError) as e:
     cli_flags.fail(str(e), 1)
   port = sock.getsockname()[1]
@@ -98,7 +101,7 @@ def main(argv) -> None:
       f.write(str(port))
     os.replace(_PORT_FILE.value + ".tmp", _PORT_FILE.value)  # readers never see a half-written port
   print(f"gato-serve: serving {_CHECKPOINT.value} on http://{_HOST.value}:{port}", flush=True)
-  server = uvicorn.Server(uvicorn.Config(app_lib.build_app(engine, _IDLE_TIMEOUT.value), log_level="warning",
+  server = uvicorn.Server(uvicorn.Config(app_lib.build_app(engine, _IDLE_TIMEOUT.value, info), log_level="warning",
                                          timeout_graceful_shutdown=_GRACE.value))
   # uvicorn re-raises the signal it shut down on once it has finished; the shutdown was graceful by
   # then, so the re-raised signal ends here and the process exits 0 instead of dying of it.
