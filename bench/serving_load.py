@@ -36,7 +36,8 @@ def start_server(params: str, preset: str, directory: str, max_sessions: int, ti
   proc = subprocess.Popen([sys.executable, "-m", "gato_jax.serving", f"--checkpoint={params}",
                            f"--config={os.path.join(ROOT, 'experiments', preset + '.py')}",
                            "--config.model.dropout_rate=0.0", "--port=0", f"--port_file={port_file}",
-                           f"--max_sessions={max_sessions}", "--greedy"],
+                           f"--max_sessions={max_sessions}", "--greedy",
+                           "--warm_tasks=metaworld_reach"],
                           stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
   deadline = time.monotonic() + timeout_s
   while not os.path.exists(port_file):

@@ -7,10 +7,11 @@ import os
 import re
 
 from flax import nnx
+import jax
 import numpy as np
 import pytest
 
-from gato_jax import checkpointing
+from gato_jax import checkpointing, partitioning
 from gato_jax.acting import loading
 from gato_jax.acting.gym_env import GatoActingEnv
 from gato_jax.acting.stepping import Agent
@@ -99,3 +100,15 @@ def test_the_readme_example_runs_verbatim(trained, monkeypatch):
   with contextlib.redirect_stdout(out):
     exec(compile(code, "README.md", "exec"), {})  # pylint: disable=exec-used
   assert re.fullmatch(r"return \d+\.0; the same agent without gymnasium: [01]\n", out.getvalue()), out.getvalue()
+
+
+def test_params_load_onto_a_mesh_and_act_the_same(trained):
+  _, _, workdir = trained
+  task = testing.counting_task(length=6)
+  observation = {"state": np.array([0.5, -0.25, 1.0], np.float32)}
+  alone = Agent.from_checkpoint(workdir, task=task.spec, greedy=True, context_length=64)
+  mesh = partitioning.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
+  sharded = Agent.from_checkpoint(workdir, task=task.spec, greedy=True, context_length=64, mesh=mesh)
+  kernel = sharded._agent._state["sequence_model"]  # pylint: disable=protected-access
+  assert len(jax.tree.leaves(kernel)[0].sharding.device_set) == 8
+  assert [int(alone.act(observation)) for _ in range(4)] == [int(sharded.act(observation)) for _ in range(4)]

@@ -106,7 +106,8 @@ def test_a_prompted_session_and_health(server):
 
 @pytest.mark.slow  # a second server
 def test_idle_sessions_are_evicted_and_sigterm_stops_gracefully(checkpoint, tmp_path):
-  served = serving_testing.start(checkpoint, str(tmp_path), "--idle_timeout_s=1", "--max_sessions=2")
+  served = serving_testing.start(checkpoint, str(tmp_path), "--idle_timeout_s=1", "--max_sessions=2",
+                                 "--warm_tasks=cartpole")
   try:
     client = Client(served.url, timeout_s=TIMEOUT_S)
     idle = client.create("cartpole")
@@ -123,3 +124,4 @@ def test_idle_sessions_are_evicted_and_sigterm_stops_gracefully(checkpoint, tmp_
     status = served.stop(signal.SIGTERM)
   assert status == 0, served.output()[-2000:]
   assert "gato-serve: stopped" in served.output()
+  assert "cartpole: 4 step shapes compiled" in served.output()  # row buckets 1, 2 x two chunk lengths

@@ -34,6 +34,8 @@ _PORT_FILE = flags.DEFINE_string("port_file", None, "Write the bound port here o
 _MAX_SESSIONS = flags.DEFINE_integer("max_sessions", 64, "Sessions open at once (each holds a KV-cache slot).")
 _IDLE_TIMEOUT = flags.DEFINE_float("idle_timeout_s", 600.0, "Close sessions idle this long.")
 _GRACE = flags.DEFINE_integer("shutdown_grace_s", 30, "On SIGTERM, wait this long for requests in flight.")
+_WARM = flags.DEFINE_list("warm_tasks", [], "Tasks whose step is compiled for every batch size at start "
+                          "(no compile stall when sessions of them arrive).")
 _MESH_SHAPE = flags.DEFINE_list("mesh_shape", None, "data,fsdp,tensor sizes of the mesh the params are "
                                 "sharded over (default: one device).")
 _SENTENCEPIECE = flags.DEFINE_string("sentencepiece_model", None, "The .model file, for tasks that observe text.")
@@ -95,6 +97,11 @@ def main(argv) -> None:
     engine, info = build_engine()
   except (loading.LoadError, ValueError) as e:
     cli_flags.fail(str(e), 1)
+  try:
+    for task in _WARM.value:
+      logging.info("gato-serve: %s: %d step shapes compiled", task, engine.warm(task))
+  except RequestError as e:
+    cli_flags.fail(f"--warm_tasks: {e}", 1)
   port = sock.getsockname()[1]
   if _PORT_FILE.value:
     with open(_PORT_FILE.value + ".tmp", "w") as f:

@@ -167,6 +167,27 @@ class Engine:
       self._lock.notify()
     return future
 
+  def warm(self, task: str) -> int:
+    """Compiles the step of `task` for every row bucket up to max_sessions and both chunk lengths (with
+    and without a pending action token), on the scratch slot: no compile stalls while serving. Tasks
+    with text observations vary in length and compile on demand. Returns the shapes compiled."""
+    tokenizer = self.tokenizer_for(task)
+    if any(f.modality == "text" for _, f in tokenizer.spec.observation_fields()):
+      return 0
+    length = 1 + sum(f.size for _, f in tokenizer.spec.observation_fields())  # the separator
+    ranges = jnp.asarray(np.asarray(action_token_ranges(tokenizer.spec.action, self.layout), np.int32).reshape(-1, 2))
+    shapes = 0
+    with self._lock:  # the loop thread owns the pool: run while it waits
+      for rows in sorted({_bucket(n) for n in range(1, self.max_sessions + 1)}):
+        for chunk_len in (length, length + 1):
+          chunk = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, chunk_len, left=True).items()}
+          zeros = jnp.zeros(rows, jnp.int32)
+          _, self._pool, _ = self._act(self._state, self._pool, zeros + self._scratch, chunk, ranges,
+                                       zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
+                                       greedy=self.greedy)
+          shapes += 1
+    return shapes
+
   def stop(self, timeout_s: float = 30.0) -> None:
     """Finishes the call in progress, refuses what is still queued (503), and stops the loop."""
     with self._lock:
