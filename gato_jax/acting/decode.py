@@ -113,10 +113,11 @@ def init_pool(graphdef, state, *, slots, max_length):
   return jax.tree.map(lambda x: jnp.zeros((slots,) + x.shape, x.dtype), cache)
 
 
-def pool_prefill(graphdef, state, pool, slot, context, *, max_length):
-  """Slot `slot` of the pool refilled with `context` [1, C] (a session's prompt and latest steps)."""
-  _, cache = nnx.merge(graphdef, state).prefill(context, max_length=max_length, last_only=True)
-  return jax.tree.map(lambda p, c: p.at[slot].set(c), pool, cache)
+def pool_prefill(graphdef, state, pool, slots, contexts, *, max_length):
+  """Slots [N] of the pool refilled with contexts [N, 1, C] (sessions' prompts and latest steps)."""
+  model = nnx.merge(graphdef, state)
+  caches = jax.vmap(lambda context: model.prefill(context, max_length=max_length, last_only=True)[1])(contexts)
+  return jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)
 
 
 def pool_clear(pool, slot):

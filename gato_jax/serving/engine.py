@@ -245,25 +245,34 @@ class Engine:
                     for r in requests)
     return chunk_len, chunk_len + len(requests[0].session.ranges) - 1
 
-  def _roll(self, session: Session, need: int) -> None:
-    """Refills the session's slot with its prompt and latest steps (or empties it)."""
+  def _roll(self, sessions: list[Session], need: int) -> None:
+    """Refills the sessions' slots with their prompt and latest steps, in one call (or empties them)."""
     budget = min(self.context_length - need, max(int(self.roll_keep * self.context_length), 0))
-    context = session.history.context(budget)
-    session.history.pending = None
-    if context is None:
-      self._pool = self._clear(self._pool, session.slot)
-      session.cache_len = 0
+    contexts = []
+    for session in sessions:
+      context = session.history.context(budget)
+      session.history.pending = None
+      if context is None:  # nothing yet: an empty slot
+        self._pool = self._clear(self._pool, session.slot)
+        session.cache_len = 0
+      else:
+        contexts.append((session, context))
+    if not contexts:
       return
-    length = min(decode.round_up(len(context["tokens"]), decode.PREFILL_BUCKET), budget)
-    padded = stream_lib.pad([context], length, left=True)
-    self._pool = self._prefill(self._state, self._pool, session.slot, padded, max_length=self.context_length)
-    session.cache_len = length
+    longest = max(len(c["tokens"]) for _, c in contexts)
+    length = min(decode.round_up(longest, decode.PREFILL_BUCKET), budget)
+    rows = _bucket(len(contexts))
+    streams = [c for _, c in contexts] + [contexts[0][1]] * (rows - len(contexts))
+    padded = {k: v[:, None] for k, v in stream_lib.pad(streams, length, left=True).items()}
+    slots = [s.slot for s, _ in contexts] + [self._scratch] * (rows - len(contexts))
+    self._pool = self._prefill(self._state, self._pool, jnp.asarray(slots, jnp.int32), padded,
+                               max_length=self.context_length)
+    for session, _ in contexts:
+      session.cache_len = length
 
   def _run(self, requests: list[_Request]) -> list[Any]:
     _, need = self._chunk_need(requests)
-    for r in requests:
-      if r.session.cache_len + need > self.context_length:
-        self._roll(r.session, need)
+    self._roll([r.session for r in requests if r.session.cache_len + need > self.context_length], need)
     chunk_len, need = self._chunk_need(requests)
     rows = _bucket(len(requests))
     chunks = [r.session.history.chunk(r.observation) for r in requests]
