@@ -30,14 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.acting import decode
-from gato_jax.acting.decode import act_step, sample_restricted, token_features  # the core's public names
 from gato_jax.acting.prompts import History, StepTokenizer
 from gato_jax.episodes import TaskSpec
 from gato_jax.tokenizers import TokenKind, VocabLayout, action_from_tokens, action_token_ranges
 from gato_jax.tokenizers import stream as stream_lib
-
-__all__ = ["GatoAgent", "GatoActor", "act_step", "sample_restricted", "token_features"]
-
 
 class GatoAgent:
   """Acts in `num_envs` episodes of one task at once; see the module docstring.

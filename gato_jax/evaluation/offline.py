@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 
 from gato_jax.data import make_eval_dataset, sources
 from gato_jax.evaluation import datasets
-from gato_jax.acting.agent import sample_restricted, token_features
+from gato_jax.acting.decode import sample_restricted, token_features
 from gato_jax.features import INPUT_FEATURES
 from gato_jax.model import loss_and_metrics
 from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals, stream

@@ -25,7 +25,6 @@ import numpy as np
 
 from gato_jax.acting import decode
 from gato_jax.acting.prompts import History, StepTokenizer
-from gato_jax.episodes import TaskSpec
 from gato_jax.tokenizers import action_from_tokens, action_token_ranges
 from gato_jax.tokenizers import stream as stream_lib
 
@@ -297,7 +296,3 @@ class Engine:
       session.steps += 1
       actions.append(action_from_tokens(tokens[row], session.tokenizer.spec.action, self.layout))
     return actions
-
-  @staticmethod
-  def spec_of(session: Session) -> TaskSpec:
-    return session.tokenizer.spec
