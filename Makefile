@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): setup.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[envs,import,dev,tpu]"
+	$(BIN)/pip install --quiet -e ".[envs,import,dev,tpu,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -42,7 +42,10 @@ EXTRAS = {
     ],
     # Importers of datasets people already have (gato-data import): JAT layout, Minari.
     "import": ["datasets==5.2.0", "minari==0.5.4"],
-    "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+    # gato-serve: Starlette on uvicorn (ASGI, both maintained by Encode, a small dependency tree), and
+    # requests for its client (gato-eval --server).
+    "serve": ["starlette==1.10.0", "uvicorn==0.55.0", "requests==2.34.2"],
+    "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "requests==2.34.2"],
     # bench/peer_torch.py's PyTorch peer only (never the core install or CI). Install the CPU build
     # (2.13.0+cpu, which satisfies this pin): the default Linux wheel also pulls the CUDA libraries.
     "bench": ["torch==2.13.0", "transformers==5.18.0"],
@@ -68,6 +71,7 @@ setuptools.setup(
             "gato-train=gato_jax.train:run",
             "gato-model-summary=gato_jax.model_summary:run",
             "gato-eval=gato_jax.evaluate:run",
+            "gato-serve=gato_jax.serving.cli:run",
         ],
     },
 )

@@ -1,7 +1,8 @@
-"""Acting latency: milliseconds per action of GatoAgent at each preset, with the KV cache and without.
+"""Acting speed: ms per environment step of GatoAgent at each preset (KV cache and without) against the
+same run's memory-bandwidth limit, and actions/s through gato-serve with 1, 4, 16, 64 sessions.
 
-  python bench/acting.py                                   # tiny_demo and gato_79m
-  python bench/acting.py --presets=tiny_demo,gato_79m,gato_364m,gato_1_2b --steps=30
+  python bench/acting.py                                   # tiny_demo and gato_79m; the server on tiny_demo
+  python bench/acting.py --presets=tiny_demo,gato_79m,gato_364m --serve_presets=tiny_demo,gato_79m
 
 One action = one environment step of a Meta-World-shaped task (39 continuous observation values, the
 separator, 4 continuous action tokens: 44 tokens), batch 1 (one robot), greedy, the preset's context
@@ -12,6 +13,13 @@ from the observation to the env action (tokenizing, the device, detokenizing).
             window is full it is re-prefilled (prompt + latest steps within roll_keep * L), which
             the numbers include, amortised, and also show apart; timed for each --roll_keeps value
   uncached  the baseline: a full causal pass over the whole L-token window for every action token
+
+Limit: a batch-1 step is memory-bound: it makes A = 4 decode calls (the observation chunk, then 3
+action tokens; the 4th action token rides in the next chunk), and each call reads every weight once and
+the whole KV cache once. The bandwidth is measured in the same run (a jitted sum over a 1 GiB array,
+best of 5), so limit = 4 * (weight bytes + cache bytes) / bandwidth, and the weights-only limit beside it.
+
+Server: bench/serving_load.py (gato-serve on loopback, N concurrent client sessions, greedy).
 
 Writes bench/results/acting.json and bench/results/acting.md. Presets whose parameters cannot be
 allocated here are reported as such, not estimated.
@@ -29,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+from bench import results_io, serving_load  # noqa: E402  (the repository root is on sys.path now)
 
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec  # pylint: disable=g-import-not-at-top
 from gato_jax.tokenizers import VocabLayout  # pylint: disable=g-import-not-at-top
@@ -42,6 +50,9 @@ _BIG_PARAMS = flags.DEFINE_float("big_params", 2e8, "Above this many parameters,
                                   "(a CPU takes minutes per re-encoded action).")
 _ROLL_KEEPS = flags.DEFINE_list("roll_keeps", ["0.75", "0.5"], "GatoAgent.roll_keep values to time with the cache "
                                  "(share of L kept at a re-prefill; the first is config.eval's default).")
+_SERVE_PRESETS = flags.DEFINE_list("serve_presets", ["tiny_demo"], "Presets to time through gato-serve.")
+_SESSIONS = flags.DEFINE_list("sessions", ["1", "4", "16", "64"], "Concurrent sessions through gato-serve.")
+_SERVE_STEPS = flags.DEFINE_integer("serve_steps", 6, "Timed steps per session through gato-serve.")
 _OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                            "Directory of acting.json / acting.md.")
 
@@ -111,9 +122,34 @@ def time_full_passes(model, layout, length: int) -> dict:
           "method": f"one full pass timed x {SPEC.action.size} action tokens"}
 
 
-def bench_preset(preset: str) -> dict:
+def memory_bandwidth(gib: float = 1.0, reps: int = 5) -> float:
+  """Bytes/s of a jitted sum over a `gib` GiB float32 array (best of `reps`): what one device reads."""
+  x = jax.jit(lambda: jax.numpy.ones(int(gib * 2**28), jax.numpy.float32))()
+  total = jax.jit(lambda a: a.sum())
+  jax.block_until_ready(total(x))
+  best = float("inf")
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(total(x))
+    best = min(best, time.perf_counter() - start)
+  del x
+  return gib * 2**30 / best
+
+
+def step_limit(config, params: int, bandwidth: float) -> dict:
+  """The memory-bandwidth limit of one batch-1 step (module docstring), in ms."""
+  m = config.model
+  calls = SPEC.action.size
+  weights = 4 * params  # float32
+  cache = 2 * m.num_layers * int(config.data.sequence_length) * m.num_heads * m.head_dim * 4
+  return {"decode_calls": calls, "weight_bytes": weights, "cache_bytes": cache,
+          "limit_ms": 1e3 * calls * (weights + cache) / bandwidth,
+          "weights_only_limit_ms": 1e3 * calls * weights / bandwidth}
+
+
+def bench_preset(preset: str, bandwidth: float) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gato_jax.evaluation.agent import GatoAgent  # pylint: disable=g-import-not-at-top
+  from gato_jax.acting.agent import GatoAgent  # pylint: disable=g-import-not-at-top
   config = load_config(preset)
   config.model.dropout_rate = 0.0
   layout = VocabLayout.from_config(config.vocab)
@@ -145,6 +181,14 @@ def bench_preset(preset: str) -> dict:
     row["uncached"] = time_agent(agent(use_cache=False), rng, 1, _UNCACHED_STEPS.value)
   logging.info("%s uncached: %s", preset, row["uncached"])
   row["speedup"] = {k: row["uncached"]["ms_mean"] / c["ms_mean"] for k, c in row["cached"].items()}
+  row["limit"] = step_limit(config, row["params"], bandwidth)
+  first = next(iter(row["cached"].values()))
+  row["limit"]["x_limit"] = first.get("ms_mean_without_roll", first["ms_mean"]) / row["limit"]["limit_ms"]
+  if preset in _SERVE_PRESETS.value:
+    counts = [int(n) for n in _SESSIONS.value]
+    row["server"] = serving_load.bench_server(model, preset, counts, warmup=3, steps=_SERVE_STEPS.value,
+                                             prime_steps=length // 44 + 3)
+    logging.info("%s server: %s", preset, row["server"])
   del model, agent
   return row
 
@@ -169,6 +213,24 @@ def markdown(result: dict) -> str:
       lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['context']} | {keep} | {c['ms_mean']:.1f} | "
                    f"{c['rolls']} / {c['steps']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | "
                    f"{u['ms_mean']:.1f} ({u.get('method', str(u['steps']) + ' steps')}) | {r['speedup'][keep]:.1f}x |")
+  lines += ["", f"Memory bandwidth measured in this run: {result['bandwidth_gb_s']:.1f} GB/s (module docstring).", "",
+            "| preset | batch-1 ms/step (cached, no roll) | limit ms (weights + cache) | weights-only limit ms | "
+            "x limit |", "| --- | ---: | ---: | ---: | ---: |"]
+  for r in result["presets"]:
+    if "limit" in r:
+      c = next(iter(r["cached"].values()))
+      lines.append(f"| {r['preset']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | "
+                   f"{r['limit']['limit_ms']:.1f} | {r['limit']['weights_only_limit_ms']:.1f} | "
+                   f"{r['limit']['x_limit']:.1f}x |")
+  served = [r for r in result["presets"] if r.get("server")]
+  if served:
+    lines += ["", "Through gato-serve (loopback HTTP, greedy, N sessions stepping at once):", "",
+              "| preset | sessions | actions/s | x one session | ms/step p50 | p90 |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in served:
+      one = r["server"][0]["actions_per_s"]
+      for s_ in r["server"]:
+        lines.append(f"| {r['preset']} | {s_['sessions']} | {s_['actions_per_s']:.1f} | "
+                     f"{s_['actions_per_s'] / one:.1f}x | {s_['ms_p50']:.0f} | {s_['ms_p90']:.0f} |")
   lines += ["", "Cached: the observation chunk and each action token through the KV cache; a full window "
             "is re-prefilled with the prompt and the latest steps within roll_keep x L (that prefill is in "
             "the amortised column). Re-encoding: one full causal pass over the L-token window per action "
@@ -184,9 +246,11 @@ def main(argv):
                         "devices": jax.device_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
             "task": "Meta-World-shaped: 39 continuous observation tokens + separator + 4 continuous action tokens",
             "presets": []}
+  result["bandwidth_gb_s"] = memory_bandwidth() / 1e9
+  logging.info("memory bandwidth: %.1f GB/s", result["bandwidth_gb_s"])
   for preset in _PRESETS.value:
     logging.info("benchmarking %s", preset)
-    result["presets"].append(bench_preset(preset))
+    result["presets"].append(bench_preset(preset, result["bandwidth_gb_s"] * 1e9))
   results_io.write_results(_OUT.value, "acting", result, markdown(result))
 
 

@@ -28,6 +28,8 @@ _WORKDIR = cli_flags.WORKDIR
 _MODULE_IMPORT = cli_flags.module_import_flag()
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step to evaluate: a number, or `best` (the step the "
                             "run kept by its config.checkpoint.best_metric); default: the latest.")
+_SERVER = flags.DEFINE_string("server", None, "URL of a gato-serve: its checkpoint acts the rollouts "
+                              "(same tasks, seeds and scores; no offline metrics).")
 _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint as training writes it, until "
                            "the final step (config.num_train_steps) or config.eval.watch_timeout_s.")
 
@@ -84,6 +86,12 @@ def main(argv) -> None:
       steps = evaluator.watch(config.eval.watch_interval_s, config.eval.watch_timeout_s,
                               final_step=config.num_train_steps, on_report=print_report)
       logging.info("Evaluated steps %s", steps)
+    elif _SERVER.value:
+      from gato_jax.serving import remote  # pylint: disable=g-import-not-at-top  # after flags; the serve extra
+      try:
+        print_report(remote.evaluate_served(evaluator, _SERVER.value))
+      except remote.ServerError as e:
+        cli_flags.fail(str(e), 1)
     else:
       print_report(evaluator.evaluate_checkpoint(step))
   except (EvaluationError, EvalConfigError) as e:

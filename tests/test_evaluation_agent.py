@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
-from gato_jax.evaluation import agent as agent_lib
+from gato_jax.acting import agent as agent_lib, decode
 from testlib import eval_testing as testing
 from gato_jax.tokenizers import (TokenKind, VocabLayout, action_from_tokens, action_token_ranges,
                                  tokenize_observation)
@@ -49,9 +49,9 @@ def test_sample_restricted_stays_in_range_and_greedy_is_the_masked_argmax():
   logits = jnp.asarray(rng.normal(size=(4, 50)).astype(np.float32))
   logits = logits.at[:, 0].set(100.0)  # the global argmax lies outside every range below
   lo, hi = 10, 17
-  greedy = agent_lib.sample_restricted(logits, lo, hi, jax.random.key(0), 1.0, greedy=True)
+  greedy = decode.sample_restricted(logits, lo, hi, jax.random.key(0), 1.0, greedy=True)
   np.testing.assert_array_equal(greedy, lo + np.argmax(np.asarray(logits)[:, lo:hi], axis=1))
-  sample = jax.jit(jax.vmap(lambda key: agent_lib.sample_restricted(logits, lo, hi, key, 1000.0, greedy=False)))
+  sample = jax.jit(jax.vmap(lambda key: decode.sample_restricted(logits, lo, hi, key, 1000.0, greedy=False)))
   draws = np.asarray(sample(jax.random.split(jax.random.key(1), 200)))
   assert draws.min() >= lo and draws.max() < hi
   assert len(np.unique(draws)) == hi - lo  # a high temperature reaches every allowed id

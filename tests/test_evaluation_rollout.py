@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gato_jax.envs import control, registry
-from gato_jax.evaluation import agent as agent_lib
+from gato_jax.acting import agent as agent_lib
 from gato_jax.evaluation import rollout
 from testlib import eval_testing as testing
 from gato_jax.tokenizers import TextTokenizer, VocabLayout

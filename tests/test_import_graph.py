@@ -242,10 +242,12 @@ def test_importing_the_simulators_loads_neither_tensorflow_nor_jax():
 # training and evaluation both stand on it and never on each other backwards, the simulators on the
 # episode schema and the NumPy mapping only.
 FORBIDDEN = {
-    "model": {"data", "training", "evaluation", "envs", "checkpointing"},
-    "data": {"model", "training", "evaluation", "envs"},
-    "training": {"evaluation", "envs"},
-    "tokenizers": {"data", "model", "training", "evaluation", "envs"},
+    "model": {"data", "training", "evaluation", "envs", "checkpointing", "acting", "serving"},
+    "data": {"model", "training", "evaluation", "envs", "acting", "serving"},
+    "training": {"evaluation", "envs", "acting", "serving"},
+    "tokenizers": {"data", "model", "training", "evaluation", "envs", "acting", "serving"},
+    "acting": {"data", "evaluation", "serving"},
+    "serving": {"data", "training", "evaluation"},
     "envs": {"data", "model", "training", "evaluation", "tokenizers", "features", "partitioning"},
 }
 

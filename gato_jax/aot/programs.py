@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from gato_jax import partitioning
+from gato_jax.acting.decode import act_step, token_features
 from gato_jax.episodes import PATCH_SIZE
 from gato_jax.aot import hlo
-from gato_jax.evaluation.agent import act_step, token_features
 from gato_jax.model import loss_and_metrics
 from gato_jax.model.transformer import KVCache
 from gato_jax.tokenizers.layout import TokenKind

@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from gato_jax.data import sources
 from gato_jax.evaluation import datasets
-from gato_jax.evaluation.agent import sample_restricted, token_features
+from gato_jax.acting.decode import sample_restricted, token_features
 from gato_jax.evaluation.context import EvalContext
 from gato_jax.evaluation.options import EvalSpec
 from gato_jax.tokenizers import TokenKind, VocabLayout, image_to_patches, patch_intervals, stream

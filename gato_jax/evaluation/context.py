@@ -35,6 +35,9 @@ class EvalContext:
                       if n not in self.offline_only} if load_data and rollouts else {})
     self.captions_built = load_data and refs.get("captions") is not None and refs["captions"].kind == "captions"
     self._text_tokenizer = None
+    # (task, demonstrations) -> rollout.Actor in place of the in-process agent: gato-eval --server, where
+    # a served checkpoint acts (serving/remote.py) and there is no model here.
+    self.actor_for = None
     specs = [d.spec for d in self.datasets.values()] + [refs[n].spec for n in self.offline_only]
     images = any(f.modality == "image" for spec in specs if spec is not None for _, f in spec.observation_fields())
     captions = self.captions_built and any(s.type == "captions" and s.options.captions for s in self.specs)

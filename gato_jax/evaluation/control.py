@@ -8,7 +8,8 @@ from typing import Any, Optional
 from absl import logging
 import numpy as np
 
-from gato_jax.evaluation import agent as agent_lib, datasets, replay, report as report_lib, rollout, scores
+from gato_jax.acting import agent as agent_lib
+from gato_jax.evaluation import datasets, replay, report as report_lib, rollout, scores
 from gato_jax.evaluation.context import EvalContext
 from gato_jax.evaluation.options import EvalSpec
 
@@ -49,12 +50,16 @@ class ControlEvaluator:
     prompt_tokens = e.prompt_tokens or int(c.data.get("max_prompt_fraction", 0.5) * length)
     text = (self.context.text_tokenizer if any(f.modality == "text" for _, f in ds.spec.observation_fields())
             else None)
-    agent = agent_lib.GatoAgent(model, self.context.layout, ds.spec, text, context_length=length,
-                                greedy=e.greedy, temperature=e.temperature, seed=e.seed,
-                                prompt_tokens=prompt_tokens, roll_keep=e.roll_keep)
     demos = (datasets.successful_episodes(ds.validation_episodes(max_episodes=32)) if e.prompt == "demo"
              else [])
-    actor = agent_lib.GatoActor(agent, demos, seed=e.seed)
+    agent = None
+    if self.context.actor_for is not None:  # gato-eval --server: a served checkpoint acts
+      actor = self.context.actor_for(name, demos)
+    else:
+      agent = agent_lib.GatoAgent(model, self.context.layout, ds.spec, text, context_length=length,
+                                  greedy=e.greedy, temperature=e.temperature, seed=e.seed,
+                                  prompt_tokens=prompt_tokens, roll_keep=e.roll_keep)
+      actor = agent_lib.GatoActor(agent, demos, seed=e.seed)
     if e.max_steps and e.max_steps < ds.task.max_steps:
       logging.warning("%s: episodes capped at %d steps, below the %d of the data: the expert and random "
                       "returns were measured over longer episodes, so the score is biased low.", name,
@@ -74,7 +79,8 @@ class ControlEvaluator:
       entry["success_rate"] = float(np.mean(successes))
     entry["errors"] = [r.error for r in results if r.error][:5]
     entry["seconds"] = time.perf_counter() - start
-    entry["rolls"] = agent.rolls
+    if agent is not None:
+      entry["rolls"] = agent.rolls
     gif = None
     if gifs and e.gif and results and results[0].actions:
       gif = replay.request(ds.task, results[0].seed, results[0].actions,

@@ -26,15 +26,24 @@ class Evaluator:
     self.datasets = self.context.datasets
     self.evaluators = registry.build(self.context)
 
+  @property
+  def actor_for(self):
+    return self.context.actor_for
+
+  @actor_for.setter
+  def actor_for(self, make_actor):
+    self.context.actor_for = make_actor
+
   def load_model(self, checkpoint: Checkpoint):
     return load_model(self.config, self.context.layout, checkpoint, self.workdir)
 
   def evaluate_model(self, model, step: int, checkpoint_path: str = "") -> dict:
-    """Every evaluator of config.evals for `model`; writes the report files and returns the report."""
+    """Every evaluator of config.evals for `model`; writes the report files and returns the report.
+    `model` None: rollouts only, acted by `actor_for` (a served checkpoint)."""
     start = time.perf_counter()
     report: dict[str, Any] = {"step": int(step), "checkpoint": checkpoint_path, "workdir": self.workdir,
                               "eval_config": self.config.eval.to_dict(), "tasks": {}}
-    enabled = [e for e in self.evaluators if e.enabled()]
+    enabled = [e for e in self.evaluators if e.enabled() and (model is not None or e.report_key == "tasks")]
     control = [e for e in enabled if e.report_key == "tasks"]
     for evaluator in control:  # first: their GIFs render in a child process while the others run
       report["tasks"].update(evaluator.run(model, step))

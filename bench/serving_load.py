@@ -1,0 +1,99 @@
+"""Actions per second through gato-serve with N concurrent sessions (bench/acting.py's server part).
+
+A preset's freshly initialised params are exported, `python -m gato_jax.serving` serves them on a free
+loopback port, and N client threads (requests) each step their own session of the Meta-World-shaped
+task: warm-up steps first (every batch shape compiles there), then `steps` timed steps each, all
+sessions at once. actions/s = N * steps / the wall time of the timed part.
+"""
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from gato_jax import checkpointing
+from gato_jax.serving.client import Client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def export(model, directory: str) -> str:
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, "params")
+  checkpointing.export_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), path)
+  return path
+
+
+def start_server(params: str, preset: str, directory: str, max_sessions: int, timeout_s: float = 600):
+  port_file = os.path.join(directory, "port")
+  log = open(os.path.join(directory, "serve.log"), "w")  # pylint: disable=consider-using-with
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.Popen([sys.executable, "-m", "gato_jax.serving", f"--checkpoint={params}",
+                           f"--config={os.path.join(ROOT, 'experiments', preset + '.py')}",
+                           "--config.model.dropout_rate=0.0", "--port=0", f"--port_file={port_file}",
+                           f"--max_sessions={max_sessions}", "--greedy",
+                           "--warm_tasks=metaworld_reach"],
+                          stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+  deadline = time.monotonic() + timeout_s
+  while not os.path.exists(port_file):
+    if proc.poll() is not None or time.monotonic() > deadline:
+      proc.kill()
+      raise RuntimeError(f"gato-serve did not start; see {log.name}")
+    time.sleep(0.5)
+  with open(port_file) as f:
+    return proc, f"http://127.0.0.1:{int(f.read())}"
+
+
+def _observation(rng):
+  return {"state": rng.uniform(-0.5, 1.0, 39).round(4).tolist()}
+
+
+def throughput(url: str, sessions: int, warmup: int, steps: int) -> dict:
+  """N sessions stepping at once; every session's steps are timed between two barriers."""
+  client = Client(url, timeout_s=600, pool_size=max(sessions, 1))
+  ids = [client.create("metaworld_reach", seed=i) for i in range(sessions)]
+  barrier = threading.Barrier(sessions + 1)
+  latencies = []
+
+  def run(i):
+    rng = np.random.default_rng(i)
+    for _ in range(warmup):
+      client.act(ids[i], _observation(rng))
+    barrier.wait()
+    for _ in range(steps):
+      start = time.perf_counter()
+      client.act(ids[i], _observation(rng))
+      latencies.append(1e3 * (time.perf_counter() - start))
+    barrier.wait()
+
+  with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
+    futures = [pool.submit(run, i) for i in range(sessions)]
+    barrier.wait()
+    start = time.perf_counter()
+    barrier.wait()
+    seconds = time.perf_counter() - start
+    for f in futures:
+      f.result()
+  for i in ids:
+    client.close(i)
+  return {"sessions": sessions, "steps": steps, "seconds": seconds, "actions_per_s": sessions * steps / seconds,
+          "ms_p50": float(np.median(latencies)), "ms_p90": float(np.percentile(latencies, 90))}
+
+
+def bench_server(model, preset: str, session_counts, warmup: int, steps: int, prime_steps: int) -> list[dict]:
+  """actions/s per session count; one session first runs `prime_steps` untimed steps, past its first
+  window roll, so the prefill shapes (shared by all sessions) compile outside every clock."""
+  with tempfile.TemporaryDirectory() as directory:
+    params = export(model, directory)
+    proc, url = start_server(params, preset, directory, max(session_counts))
+    try:
+      throughput(url, 1, 0, prime_steps)
+      return [throughput(url, n, warmup, steps) for n in session_counts]
+    finally:
+      proc.terminate()
+      proc.wait(120)

@@ -1,0 +1,298 @@
+"""The policy server's engine: sessions, each with its own KV-cache slot, and one background loop that
+gathers the pending act requests of all sessions into one batched decode call per task.
+
+Sessions come and go at any time: slot s of the pool (acting/decode.py) is session s's batch-1 cache
+with its own index, so a call steps whichever sessions have an observation waiting, whatever step
+each is at. Per session, the window rule is GatoAgent's (acting/agent.py): before a step that would
+not fit, its slot is re-prefilled with its prompt and latest whole steps within roll_keep * L. Each
+session samples with its own key (its seed folded with its step), so its actions do not depend on
+which sessions share a call.
+"""
+
+import concurrent.futures
+import dataclasses
+import functools
+import itertools
+import secrets
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+import numpy as np
+
+from gato_jax.acting import decode
+from gato_jax.acting.prompts import History, StepTokenizer
+from gato_jax.tokenizers import action_from_tokens, action_token_ranges
+from gato_jax.tokenizers import stream as stream_lib
+
+
+class RequestError(ValueError):
+  """A request the engine refuses; `status` is its HTTP status, the message one line."""
+
+  def __init__(self, message: str, status: int = 400):
+    super().__init__(message)
+    self.status = status
+
+
+@dataclasses.dataclass
+class Session:
+  id: str
+  tokenizer: StepTokenizer
+  history: History
+  slot: int
+  seed: int
+  ranges: np.ndarray  # [A, 2] valid id range per action dimension
+  cache_len: int  # positions written into the slot since its last prefill; > L forces a prefill
+  last_used: float
+  steps: int = 0
+  busy: bool = False  # an act request is in flight (one at a time per session)
+  closed: bool = False  # closed while busy: its slot is freed when the request is done
+
+  @property
+  def task(self) -> str:
+    return self.tokenizer.spec.name
+
+
+@dataclasses.dataclass
+class _Request:
+  session: Session
+  observation: dict  # its token stream
+  future: concurrent.futures.Future
+
+
+def _bucket(n: int) -> int:
+  """Rows per call rounded up to a power of two: a handful of compiled shapes for any load."""
+  return 1 << max(0, (n - 1).bit_length())
+
+
+class Engine:
+  """Sessions over one model; `submit` queues a step, the loop thread runs it (see the module docstring)."""
+
+  def __init__(self, model, layout, *, max_sessions: int, context_length: int, prompt_tokens: int,
+               greedy: bool, temperature: float, roll_keep: float = 0.75,
+               tokenizer_for: Callable[[str], StepTokenizer], on_batch: Optional[Callable[[int, float], None]] = None):
+    self.layout = layout
+    self.max_sessions = int(max_sessions)
+    self.context_length, self.prompt_tokens = int(context_length), int(prompt_tokens)
+    self.greedy, self.temperature, self.roll_keep = bool(greedy), float(temperature), float(roll_keep)
+    self.tokenizer_for = tokenizer_for  # task name -> StepTokenizer, RequestError when unknown
+    self.on_batch = on_batch  # (rows, seconds) after each call: the server's metrics
+    graphdef, self._state = nnx.split(model)
+    self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy",),
+                        donate_argnames=("pool",))
+    self._prefill = jax.jit(functools.partial(decode.pool_prefill, graphdef), static_argnames=("max_length",),
+                            donate_argnames=("pool",))
+    self._clear = jax.jit(decode.pool_clear, donate_argnames=("pool",))
+    # One slot more than sessions: padding rows of a call read and write it, no session owns it.
+    self._pool = jax.jit(functools.partial(decode.init_pool, graphdef), static_argnames=("slots", "max_length"))(
+        self._state, slots=self.max_sessions + 1, max_length=self.context_length)
+    self._scratch = self.max_sessions
+    self.sessions: dict[str, Session] = {}
+    self._free = list(range(self.max_sessions))
+    self._queue: list[_Request] = []
+    self._lock = threading.Condition()
+    self._stopping = False
+    self._seeds = itertools.count()
+    self._thread = threading.Thread(target=self._loop, name="gato-serve-batcher", daemon=True)
+    self._thread.start()
+
+  # ----------------------------------------------------------------------------------------------
+  # Sessions (any thread).
+  # ----------------------------------------------------------------------------------------------
+
+  def create(self, task: str, prompt: Optional[dict] = None, seed: Optional[int] = None) -> Session:
+    tokenizer = self.tokenizer_for(task)
+    prompt_streams = tokenizer.prompt(prompt, self.prompt_tokens) if prompt is not None else None
+    ranges = np.asarray(action_token_ranges(tokenizer.spec.action, self.layout), np.int32).reshape(-1, 2)
+    with self._lock:
+      if self._stopping:
+        raise RequestError("the server is shutting down", 503)
+      if not self._free:
+        raise RequestError(f"all {self.max_sessions} sessions are in use; close one or retry later", 503)
+      session = Session(secrets.token_hex(8), tokenizer, History(prompt_streams), self._free.pop(0),
+                        int(seed if seed is not None else next(self._seeds)), ranges,
+                        cache_len=self.context_length + 1, last_used=time.monotonic())
+      self.sessions[session.id] = session
+    return session
+
+  def get(self, session_id: str) -> Session:
+    session = self.sessions.get(session_id)
+    if session is None:
+      raise RequestError(f"unknown session {session_id!r} (never created, closed, or evicted when idle)", 404)
+    return session
+
+  def close(self, session_id: str) -> None:
+    with self._lock:
+      session = self.get(session_id)
+      del self.sessions[session_id]
+      if session.busy:  # the loop still writes its slot: free it after that call
+        session.closed = True
+      else:
+        self._free.append(session.slot)
+
+  def evict_idle(self, idle_s: float) -> list[str]:
+    """Closes sessions with no request for `idle_s` seconds (none in flight); returns their ids."""
+    now = time.monotonic()
+    with self._lock:
+      idle = [s.id for s in self.sessions.values() if not s.busy and now - s.last_used > idle_s]
+    for session_id in idle:
+      try:
+        self.close(session_id)
+      except RequestError:
+        pass  # closed meanwhile
+    return idle
+
+  def submit(self, session_id: str, observation: dict) -> concurrent.futures.Future:
+    """Queues one step; the future's result is the action (a NumPy value of the task's space)."""
+    session = self.get(session_id)
+    stream = session.tokenizer.observation(observation)  # ValueError naming the field when malformed
+    need = len(stream["tokens"]) + 1 + len(session.ranges)
+    if need > self.context_length:
+      raise RequestError(f"task {session.task!r}: one timestep is {need} tokens, more than the server's "
+                         f"context of {self.context_length}")
+    future = concurrent.futures.Future()
+    with self._lock:
+      if self._stopping:
+        raise RequestError("the server is shutting down", 503)
+      if session.id not in self.sessions:
+        raise RequestError(f"unknown session {session_id!r} (closed while acting)", 404)
+      if session.busy:
+        raise RequestError(f"session {session_id!r} already has an act request in flight", 409)
+      session.busy, session.last_used = True, time.monotonic()
+      self._queue.append(_Request(session, stream, future))
+      self._lock.notify()
+    return future
+
+  def warm(self, task: str) -> int:
+    """Compiles the step of `task` for every row bucket up to max_sessions and both chunk lengths (with
+    and without a pending action token), on the scratch slot: no compile stalls while serving. Tasks
+    with text observations vary in length and compile on demand. Returns the shapes compiled."""
+    tokenizer = self.tokenizer_for(task)
+    if any(f.modality == "text" for _, f in tokenizer.spec.observation_fields()):
+      return 0
+    length = 1 + sum(f.size for _, f in tokenizer.spec.observation_fields())  # the separator
+    ranges = jnp.asarray(np.asarray(action_token_ranges(tokenizer.spec.action, self.layout), np.int32).reshape(-1, 2))
+    shapes = 0
+    with self._lock:  # the loop thread owns the pool: run while it waits
+      for rows in sorted({_bucket(n) for n in range(1, self.max_sessions + 1)}):
+        for chunk_len in (length, length + 1):
+          chunk = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, chunk_len, left=True).items()}
+          zeros = jnp.zeros(rows, jnp.int32)
+          _, self._pool, _ = self._act(self._state, self._pool, zeros + self._scratch, chunk, ranges,
+                                       zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
+                                       greedy=self.greedy)
+          shapes += 1
+    return shapes
+
+  def stop(self, timeout_s: float = 30.0) -> None:
+    """Finishes the call in progress, refuses what is still queued (503), and stops the loop."""
+    with self._lock:
+      self._stopping = True
+      self._lock.notify()
+    self._thread.join(timeout_s)
+
+  # ----------------------------------------------------------------------------------------------
+  # The batching loop (its own thread; the only one that touches the pool).
+  # ----------------------------------------------------------------------------------------------
+
+  def _loop(self) -> None:
+    while True:
+      with self._lock:
+        while not self._queue and not self._stopping:
+          self._lock.wait()
+        if self._stopping:
+          for r in self._queue:
+            r.session.busy = False
+            r.future.set_exception(RequestError("the server is shutting down", 503))
+          self._queue = []
+          return
+        batch, self._queue = self._queue, []
+      groups: dict[str, list[_Request]] = {}
+      for r in batch:
+        groups.setdefault(r.session.task, []).append(r)
+      for requests in groups.values():
+        for i in range(0, len(requests), self.max_sessions):
+          self._step(requests[i:i + self.max_sessions])
+
+  def _step(self, requests: list[_Request]) -> None:
+    """One decode call for sessions of one task (futures get the action or the error)."""
+    start = time.perf_counter()
+    try:
+      actions, error = self._run(requests), None
+    except Exception as e:  # pylint: disable=broad-except
+      actions, error = [None] * len(requests), e
+    with self._lock:
+      for r in requests:
+        r.session.busy, r.session.last_used = False, time.monotonic()
+        if r.session.closed:
+          self._free.append(r.session.slot)
+    for r, action in zip(requests, actions):
+      if error is not None:
+        r.future.set_exception(error)
+      else:
+        r.future.set_result(action)
+    if error is not None:
+      return
+    if self.on_batch is not None:
+      self.on_batch(len(requests), time.perf_counter() - start)
+
+  def _chunk_need(self, requests) -> tuple[int, int]:
+    chunk_len = max((0 if r.session.history.pending is None else 1) + len(r.observation["tokens"])
+                    for r in requests)
+    return chunk_len, chunk_len + len(requests[0].session.ranges) - 1
+
+  def _roll(self, sessions: list[Session], need: int) -> None:
+    """Refills the sessions' slots with their prompt and latest steps, in one call (or empties them)."""
+    budget = min(self.context_length - need, max(int(self.roll_keep * self.context_length), 0))
+    contexts = []
+    for session in sessions:
+      context = session.history.context(budget)
+      session.history.pending = None
+      if context is None:  # nothing yet: an empty slot
+        self._pool = self._clear(self._pool, session.slot)
+        session.cache_len = 0
+      else:
+        contexts.append((session, context))
+    if not contexts:
+      return
+    longest = max(len(c["tokens"]) for _, c in contexts)
+    length = min(decode.round_up(longest, decode.PREFILL_BUCKET), budget)
+    rows = _bucket(len(contexts))
+    streams = [c for _, c in contexts] + [contexts[0][1]] * (rows - len(contexts))
+    padded = {k: v[:, None] for k, v in stream_lib.pad(streams, length, left=True).items()}
+    slots = [s.slot for s, _ in contexts] + [self._scratch] * (rows - len(contexts))
+    self._pool = self._prefill(self._state, self._pool, jnp.asarray(slots, jnp.int32), padded,
+                               max_length=self.context_length)
+    for session, _ in contexts:
+      session.cache_len = length
+
+  def _run(self, requests: list[_Request]) -> list[Any]:
+    _, need = self._chunk_need(requests)
+    self._roll([r.session for r in requests if r.session.cache_len + need > self.context_length], need)
+    chunk_len, need = self._chunk_need(requests)
+    rows = _bucket(len(requests))
+    chunks = [r.session.history.chunk(r.observation) for r in requests]
+    chunks += [chunks[0]] * (rows - len(requests))  # padding rows: any valid chunk, written to scratch
+    chunk = stream_lib.pad(chunks, chunk_len, left=True)
+    chunk = {k: v[:, None] for k, v in chunk.items()}  # [N, 1, S]: one batch-1 cache per row
+    slots = [r.session.slot for r in requests] + [self._scratch] * (rows - len(requests))
+    seeds = [r.session.seed for r in requests] + [0] * (rows - len(requests))
+    steps = [r.session.steps for r in requests] + [0] * (rows - len(requests))
+    tokens, self._pool, finite = self._act(
+        self._state, self._pool, jnp.asarray(slots, jnp.int32), chunk, jnp.asarray(requests[0].session.ranges),
+        jnp.asarray(seeds, jnp.uint32), jnp.asarray(steps, jnp.int32), jnp.float32(self.temperature),
+        greedy=self.greedy)
+    tokens, finite = np.asarray(tokens), np.asarray(finite)
+    actions = []
+    for row, r in enumerate(requests):
+      session = r.session
+      if not finite[row]:
+        raise FloatingPointError(f"task {session.task!r}: the model produced non-finite logits")
+      session.history.record(r.observation, tokens[row], cached=True)
+      session.cache_len += need
+      session.steps += 1
+      actions.append(action_from_tokens(tokens[row], session.tokenizer.spec.action, self.layout))
+    return actions
