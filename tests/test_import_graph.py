@@ -246,7 +246,7 @@ FORBIDDEN = {
     "data": {"model", "training", "evaluation", "envs", "acting", "serving"},
     "training": {"evaluation", "envs", "acting", "serving"},
     "tokenizers": {"data", "model", "training", "evaluation", "envs", "acting", "serving"},
-    "acting": {"data", "evaluation", "serving"},
+    "acting": {"data", "training", "evaluation", "serving"},
     "serving": {"data", "training", "evaluation"},
     "envs": {"data", "model", "training", "evaluation", "tokenizers", "features", "partitioning"},
 }

@@ -17,7 +17,7 @@ import numpy as np
 from gato_jax import checkpointing, partitioning
 from gato_jax.model import default_model_fn
 from gato_jax.tokenizers import VocabLayout
-from gato_jax.training import state as state_lib
+from gato_jax.model import definition
 
 
 class LoadError(ValueError):
@@ -67,13 +67,13 @@ def load(path: str, config=None, mesh: Optional[jax.sharding.Mesh] = None) -> Lo
   if not isinstance(config, ml_collections.ConfigDict):
     config = ml_collections.ConfigDict(config)
   layout = VocabLayout.from_config(config.vocab)
-  model_def, abstract_state = state_lib.abstract_model(default_model_fn(config, layout))
+  model_def, abstract_state = definition.abstract_model(default_model_fn(config, layout))
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, model_def.abstract_params)
   else:
     shardings = partitioning.tree_shardings(model_def.abstract_params, model_def.param_axes, mesh,
-                                            partitioning.rules_for(mesh))
+                                            rules=partitioning.rules_from_config(config.mesh))
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           model_def.abstract_params, shardings)
   try:

@@ -131,7 +131,7 @@ class OfflineEvaluator:
 
     def forward(batch):
       local = {k: v[first:first + rows] for k, v in batch.items()}
-      with partitioning.axis_rules(mesh):
+      with partitioning.axis_rules(mesh, partitioning.rules_from_config(self.context.config.mesh)):
         return self._sharded(params, model_state, partitioning.global_batch(local, mesh, size))
     return self._metrics(forward, size, self._cached_batches)
 
