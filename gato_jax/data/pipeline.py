@@ -88,7 +88,7 @@ def make_dataset(config, split: str = "train", process_index: int = 0, process_c
   mixture, _ = _prepare(config, datasets)
   length = int(config.data.sequence_length)
   # Each process samples tasks and draws windows / prompts independently (GatoMixture derives the
-  # tasks' seeds from this one); file order does not depend on it (sources.TfdsSource).
+  # tasks' seeds from this one); file order does not depend on it (readers.TfdsSource).
   seed = mixtures.stream_seed(config.seed if seed is None else seed, "process", process_index)
   shard = seqio.ShardInfo(process_index, process_count) if process_count > 1 else None
   ds = mixture.get_dataset(task_feature_lengths(length), split=split, shuffle=shuffle, seed=seed,

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Optional
 import seqio
 import tensorflow as tf
 
-from gato_jax.data import foreign, mixtures, preprocessors, sources
+from gato_jax.data import foreign, mixtures, preprocessors, readers, sources
 from gato_jax.data.feature_converter import task_feature_lengths
 from gato_jax.data.sources import DatasetRef
 from gato_jax.data.vocabulary import GatoVocabulary, sentencepiece_model_path
@@ -96,7 +96,7 @@ def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
     if ref.link is not None:  # a foreign dataset read in place
       source = foreign.make_source(ref, data_dir)
     else:
-      source = sources.EpisodeSource(ref.name, data_dir, spec)
+      source = readers.EpisodeSource(ref.name, data_dir, spec)
     steps = [
         functools.partial(preprocessors.tokenize_episodes, spec=spec, layout=options.layout,
                           vocabulary=vocabulary, max_obs_positions=options.max_obs_positions,
@@ -107,7 +107,7 @@ def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
                           max_prompt_fraction=options.max_prompt_fraction),
     ]
   else:
-    source = sources.TfdsSource(ref.name, data_dir)
+    source = readers.TfdsSource(ref.name, data_dir)
     if ref.kind == "text":
       steps = [functools.partial(preprocessors.tokenize_documents, layout=options.layout,
                                  vocabulary=vocabulary),

@@ -269,8 +269,8 @@ def _next_batch(iterator, config):
   try:
     return iterator.get_next()
   except Exception as e:  # pylint: disable=broad-except
-    if "[malformed episode:" in str(e):  # an episode check of the data: its one line, not TF's trace
-      from gato_jax.data.sources import malformed_episode_line  # pylint: disable=g-import-not-at-top  # TF: real data
+    if "malformed episode:" in str(e):  # an episode check of the data: its one line, not TF's trace
+      from gato_jax.data.readers import malformed_episode_line  # pylint: disable=g-import-not-at-top  # TF: real data
       raise DataLossError(malformed_episode_line(e)) from None
     if type(e).__name__ != "DataLossError":
       raise
