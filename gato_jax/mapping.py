@@ -94,7 +94,9 @@ class ActionMap:
   clip: bool = False  # continuous: clip to [low, high] (bounds measured on a sample, not declared)
 
   def __post_init__(self):
-    object.__setattr__(self, "sources", tuple(self.sources))
+    # Tuples whatever the input (a link file's JSON gives lists), as ActionSpec holds them.
+    for key in ("sources", "shape", "num_values", "low", "high"):
+      object.__setattr__(self, key, tuple(getattr(self, key)))
     if not self.sources:
       raise ValueError("mapping action: name at least one source field")
     self.action_spec()  # the space must be valid
