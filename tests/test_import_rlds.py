@@ -71,8 +71,7 @@ def test_linked_in_place_discovered_sharded_and_trained(oxe, tmp_path):
 
   refs.append(ref)
   config = testing.tiny_config(data_dir, mixture="oxe_fixture:2,cartpole:1", sequence_length=96)
-  tasks.register_all(config, refs)
-  example = next(iter(seqio.get_mixture_or_task("oxe_fixture").get_dataset(
+  example = next(iter(tasks.make_tasks(config, refs)["oxe_fixture"].get_dataset(
       tasks.task_feature_lengths(96), "train", shuffle=False)))
   assert example["tokens"].shape == (97,) and int(tf.reduce_sum(tf.cast(example["patches"][..., 0] >= 0, tf.int32))) > 0
   import_support.train_a_few_steps(data_dir, tmp_path / "work", refs, "oxe_fixture:2,cartpole:1", image_tokens=-1)

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from gato_jax import checkpointing
-from gato_jax.data import mixtures, sources, tasks
+from gato_jax.data import mixtures, pipeline, sources
 from gato_jax.data.vocabulary import sentencepiece_model_path
 from gato_jax.envs import registry
 from gato_jax.evaluation import agent as agent_lib, datasets, offline, replay, report as report_lib, rollout, scores
@@ -301,9 +301,8 @@ def resolve_tasks(config) -> list[str]:
 
 def mixture_control_tasks(config, refs) -> list[str]:
   """The control tasks of config.data.mixture that can be rolled out (`refs`: the data_dir's datasets)."""
-  tasks.register_all(config, refs)
   try:
-    names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
+    names = mixtures.task_names(pipeline.make_mixture(config, refs))
   except (KeyError, ValueError) as e:
     raise EvaluationError(f"config.data.mixture={config.data.mixture!r}: {e}") from None
   control = [n for n in names if n in refs and refs[n].kind == "control"]
