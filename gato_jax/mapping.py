@@ -12,7 +12,8 @@ newest frame of a stack of grayscale frames, e.g. JAT's 84x84x4 Atari), drop_alp
 `infer(leaves, ...)` builds a mapping from the source's own description of its fields (a TFDS
 FeaturesDict for RLDS, gymnasium spaces for Minari, `datasets` features for JAT, each turned into
 `Leaf`s by its importer); `with_overrides` lets a user change any of it; `describe` prints it.
-TF-free; the appliers are gato_jax.map_numpy (converters, evaluation) and gato_jax.data.foreign (TF).
+TF-free; its one applier is gato_jax.map_numpy (the converters, evaluation, and RLDS read in place by
+gato_jax.data.foreign).
 """
 
 import dataclasses
