@@ -171,7 +171,7 @@ def foreign_episode(example: Mapping[str, Any], source: RldsSource, split: str, 
     return [np.asarray(_encode(get_path(steps, path)), s.dtype.as_numpy_dtype) for path, s in layout]
 
   values = tf.numpy_function(apply, [index, *tf.nest.flatten(raw)], [s.dtype for _, s in layout],
-                             name="map_episode")
+                             stateful=False, name="map_episode")  # stateless: see readers.check_episode
   for value, (_, s) in zip(values, layout):
     value.set_shape(s.shape)
   # The index in the split is distinct per episode, which prompt pairing needs of an episode_id.

@@ -104,19 +104,22 @@ def episode_where(dataset: str, split: str, episode_id) -> str:
 
 
 def check_episode(steps: Mapping[str, Any], spec: TaskSpec, dataset: str, split: str, episode_id) -> dict:
-  """validate_episode on each dense episode as it streams; returns the steps, which reach the rest of
-  the pipeline only once their episode passed."""
+  """validate_episode on each dense episode as it streams; returns the steps, whose reward comes out of
+  the check, so nothing downstream runs on an episode that has not passed."""
   steps = dict(steps)
   skeleton = tf.nest.map_structure(lambda _: None, steps)
 
   def check(index, *arrays):
     episode = {"steps": tf.nest.pack_sequence_as(skeleton, list(arrays))}
     validate_episode(episode, spec, where=episode_where(dataset, split, index))
-    return np.int64(0)
+    return episode["steps"]["reward"]
 
-  done = tf.numpy_function(check, [episode_id, *tf.nest.flatten(steps)], tf.int64, name="validate_episode")
-  with tf.control_dependencies([done]):
-    return tf.nest.map_structure(tf.identity, steps)
+  # Stateless (the check only reads its inputs) lets tf.data optimise the map as before (a stateful
+  # function costs ~20% of the pipeline's throughput); the data dependency keeps it from being pruned.
+  reward = tf.numpy_function(check, [episode_id, *tf.nest.flatten(steps)], steps["reward"].dtype,
+                             stateful=False, name="validate_episode")
+  reward.set_shape(steps["reward"].shape)
+  return {**steps, "reward": reward}
 
 
 def malformed_episode_line(error: BaseException) -> Optional[str]:
