@@ -83,7 +83,7 @@ def measure(config, warmup: int, batches: int, in_memory_cache: bool) -> dict:
   real = np.concatenate([r["real"] for r in rows])
   loss = np.concatenate([r["loss"] for r in rows])
   tokens = task_index.size * length
-  names = mixtures.task_names(mixtures.get_mixture(mixture_name))
+  names = mixtures.task_names(pipeline.make_mixture(config))
   per_task = {}
   for i, name in enumerate(names):
     sel = task_index == i

@@ -25,7 +25,7 @@ The records that describe "a task or a dataset", one meaning each:
 """
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -181,12 +181,34 @@ def _first_bad_step(bad: np.ndarray) -> int:
   return int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
 
 
-def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any = "?") -> int:
+def check_layout(shapes: Mapping[str, tuple], action_shape: tuple, spec: TaskSpec, where: str) -> None:
+  """The fields against `spec`: the observation's field paths, each one's per-step shape (text: ()) and
+  the action's. validate_episode runs it on arrays; a tf.data source runs it on its steps' TensorSpecs
+  when the pipeline is built, so a dataset that disagrees with its spec fails before reading."""
+  expected = {p for p, _ in spec.observation_fields()}
+  if set(shapes) != expected:
+    raise EpisodeError(f"{where}: field 'observation': missing {sorted(expected - set(shapes))}, "
+                       f"unexpected {sorted(set(shapes) - expected)}; expected exactly {sorted(expected)}")
+  for path, field in spec.observation_fields():
+    want = () if field.modality == "text" else field.shape
+    if tuple(shapes[path]) != want:
+      raise EpisodeError(f"{where}: field 'observation/{path}': per-step shape {tuple(shapes[path])}, "
+                         f"expected {want} ({field.modality})")
+  if tuple(action_shape) != spec.action.shape:
+    raise EpisodeError(f"{where}: field 'action': per-step shape {tuple(action_shape)}, expected "
+                       f"{spec.action.shape}")
+
+
+def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any = "?",
+                     where: Optional[str] = None) -> int:
   """Checks one episode (NumPy arrays with a leading time axis) against `spec`; returns its length.
 
-  Raises EpisodeError naming the task, episode, step and field, with the expected form.
+  Raises EpisodeError naming the task, episode, step and field, with the expected form. `where` names
+  the episode in messages instead of "task NAME, episode ID" (e.g. a dataset, split and episode index).
+  This is the one episode check: builders, importers, recorded rollouts and the tf.data sources (through
+  tf.numpy_function, gato_jax.data.readers.check_episode) all call it.
   """
-  where = f"task {spec.name!r}, episode {episode_id}"
+  where = where or f"task {spec.name!r}, episode {episode_id}"
   steps = episode.get("steps") if isinstance(episode, Mapping) else None
   if not isinstance(steps, Mapping):
     raise EpisodeError(f"{where}: expected a dict with a 'steps' dict, got {type(episode).__name__}")
@@ -195,16 +217,15 @@ def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any
     raise EpisodeError(f"{where}: steps is missing {missing}; expected keys {list(STEP_KEYS)}")
   length = len(np.asarray(steps["reward"]))
   if length == 0:
-    raise EpisodeError(f"{where}: field 'reward': the episode is empty; expected at least one step")
+    raise EpisodeError(f"{where}: field 'steps': the episode is empty; expected at least one step")
 
   observation = steps["observation"]
   if not isinstance(observation, Mapping):
     raise EpisodeError(f"{where}: field 'observation': expected a dict of fields")
-  expected = {p for p, _ in spec.observation_fields()}
-  present = _leaf_paths(observation)
-  if present != expected:
-    raise EpisodeError(f"{where}: field 'observation': missing {sorted(expected - present)}, "
-                       f"unexpected {sorted(present - expected)}; expected exactly {sorted(expected)}")
+  paths = _leaf_paths(observation)
+  text = {p for p, f in spec.observation_fields() if f.modality == "text"}
+  check_layout({p: () if p in text else np.shape(get_path(observation, p))[1:] for p in paths},
+               np.shape(steps["action"])[1:], spec, where)
 
   def check_len(name, value):
     if len(value) != length:
@@ -223,8 +244,6 @@ def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any
       continue
     value = np.asarray(value)
     check_len(name, value)
-    if value.shape[1:] != field.shape:
-      raise EpisodeError(f"{where}: field {name!r}: per-step shape {value.shape[1:]}, expected {field.shape}")
     if field.modality == "image" and value.dtype != np.uint8:
       raise EpisodeError(f"{where}: field {name!r}: dtype {value.dtype}, expected uint8 HxWx3 images")
     if field.modality == "discrete":
@@ -247,8 +266,6 @@ def validate_episode(episode: Mapping[str, Any], spec: TaskSpec, episode_id: Any
   action = np.asarray(steps["action"])
   check_len("action", action)
   a = spec.action
-  if action.shape[1:] != a.shape:
-    raise EpisodeError(f"{where}: field 'action': per-step shape {action.shape[1:]}, expected {a.shape}")
   flat = action.reshape(length, -1)
   if a.kind == "continuous":
     finite = np.isfinite(flat.astype(np.float64))

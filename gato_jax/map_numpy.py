@@ -1,10 +1,12 @@
-"""The NumPy applier of an EpisodeMapping: foreign steps -> the TaskSpec's episode layout (TF-free).
+"""The one applier of an EpisodeMapping: foreign steps -> the TaskSpec's episode layout (NumPy, TF-free).
 
-The JAT and Minari converters map whole episodes with `map_steps`; evaluation in a recorded
-environment maps each simulator observation with `map_observation`. gato_jax.data.foreign applies the
-same mapping in TensorFlow (`map_steps_tf`, `map_image_tf`); the two agree exactly on crops and pads.
+The JAT and Minari converters map whole episodes with `map_steps`; RLDS episodes, read in place by
+gato_jax.data.foreign (through tf.numpy_function) and checked by the RLDS importer, with
+`map_rlds_steps`; evaluation in a recorded environment maps each simulator observation with
+`map_observation`.
 """
 
+import io
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -15,6 +17,9 @@ from gato_jax.mapping import ActionMap, EpisodeMapping, FieldMap, get_path, nest
 def map_image(frames: np.ndarray, field: FieldMap) -> np.ndarray:
   """[T, H, W(, C)] uint8 -> [T, h, w, 3] uint8 with the field's channel rule and image policy."""
   frames = np.asarray(frames)
+  if frames.dtype == object:  # encoded frames of undeclared, possibly varying size: one at a time
+    return np.stack([map_image(decode_frame(f, field), field)[0] for f in frames]) if len(frames) else (
+        np.zeros((0,) + field.shape, np.uint8))
   if frames.ndim == 3:
     frames = frames[..., None]
   frames = {"rgb": lambda x: x, "gray": lambda x: np.repeat(x[..., :1], 3, -1),
@@ -29,6 +34,13 @@ def map_image(frames: np.ndarray, field: FieldMap) -> np.ndarray:
                                                                                  Image.BILINEAR))
                      for f in frames]) if len(frames) else np.zeros((0, height, width, 3), np.uint8)
   return crop_or_pad(frames, height, width)
+
+
+def decode_frame(encoded: bytes, field: FieldMap) -> np.ndarray:
+  """One encoded (PNG, JPEG) frame -> [1, H, W(, C)] uint8; RGB for an rgb field, else its own channels."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top  # Pillow: frames of undeclared size only
+  image = Image.open(io.BytesIO(encoded))
+  return np.asarray(image.convert("RGB") if field.channels == "rgb" else image, np.uint8)[None]
 
 
 def crop_or_pad(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -93,6 +105,27 @@ def map_steps(mapping: EpisodeMapping, get: Callable[[str], Any], length: int) -
   reward = (np.asarray(get(mapping.reward), np.float32).reshape(length) if mapping.reward
             else np.zeros(length, np.float32))
   return {"observation": observation, "action": action, "reward": reward}
+
+
+def map_rlds_steps(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
+  """Dense RLDS steps ([T, ...] arrays with is_first / is_last / is_terminal) -> the episode's steps;
+  the last step is dropped when the mapping says the final RLDS step holds only the last observation."""
+  length = len(raw["is_first"])
+  steps = map_steps(mapping, lambda path: get_path(raw, path), length)
+  for key in ("is_first", "is_last", "is_terminal"):
+    steps[key] = np.array(raw[key], bool)  # a copy: the flags of the last kept step change below
+  if mapping.last_step == "drop" and length:
+    terminal = bool(np.asarray(raw["is_terminal"])[-1])
+    steps = _take(steps, length - 1)
+    if length > 1:
+      steps["is_last"][-1] = True
+      steps["is_terminal"][-1] |= terminal
+  return steps
+
+
+def _take(tree, n: int):
+  """The first n steps of every field of a nested step dict (arrays and lists of strings alike)."""
+  return {k: _take(v, n) if isinstance(v, Mapping) else v[:n] for k, v in tree.items()}
 
 
 def map_observation(mapping: EpisodeMapping, raw_obs, root: str = "observation") -> dict:

@@ -12,7 +12,8 @@ newest frame of a stack of grayscale frames, e.g. JAT's 84x84x4 Atari), drop_alp
 `infer(leaves, ...)` builds a mapping from the source's own description of its fields (a TFDS
 FeaturesDict for RLDS, gymnasium spaces for Minari, `datasets` features for JAT, each turned into
 `Leaf`s by its importer); `with_overrides` lets a user change any of it; `describe` prints it.
-TF-free; the appliers are gato_jax.map_numpy (converters, evaluation) and gato_jax.data.foreign (TF).
+TF-free; its one applier is gato_jax.map_numpy (the converters, evaluation, and RLDS read in place by
+gato_jax.data.foreign).
 """
 
 import dataclasses
@@ -94,7 +95,9 @@ class ActionMap:
   clip: bool = False  # continuous: clip to [low, high] (bounds measured on a sample, not declared)
 
   def __post_init__(self):
-    object.__setattr__(self, "sources", tuple(self.sources))
+    # Tuples whatever the input (a link file's JSON gives lists), as ActionSpec holds them.
+    for key in ("sources", "shape", "num_values", "low", "high"):
+      object.__setattr__(self, key, tuple(getattr(self, key)))
     if not self.sources:
       raise ValueError("mapping action: name at least one source field")
     self.action_spec()  # the space must be valid

@@ -6,7 +6,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 seqio = pytest.importorskip("seqio")
 
-from gato_jax.data import mixtures, pipeline, sources, tasks
+from gato_jax.data import mixtures, pipeline, readers, sources, tasks
 from testlib import data_testing as testing
 from gato_jax.data.feature_converter import task_feature_lengths
 from gato_jax.episodes import ActionSpec, FieldSpec, TaskSpec
@@ -43,7 +43,6 @@ def data(tmp_path_factory):
     testing.build_control_dataset(data_dir, spec, None, episodes=episodes_with(corrupt))
     bad[name] = sources.DatasetRef(name, "control", spec)
   config = testing.tiny_config(data_dir, mixture="tiny_pole:1", sequence_length=32, batch_size=4)
-  tasks.register_all(config, refs)
   return data_dir, refs, bad, config
 
 
@@ -53,16 +52,15 @@ def read_all(ref, config):
   return list(ds.as_numpy_iterator())
 
 
-@pytest.mark.parametrize("name,field", [("bad_nan", "observation/state"), ("bad_action", "action"),
-                                        ("bad_empty", "steps")])
-def test_malformed_episode_names_dataset_split_episode_and_field(data, name, field):
+@pytest.mark.parametrize("name,where", [("bad_nan", "episode 1, step 2: field 'observation/state': non-finite"),
+                                        ("bad_action", "episode 1, step 3: field 'action': [5] is outside"),
+                                        ("bad_empty", "episode 1: field 'steps': the episode is empty")])
+def test_malformed_episode_names_dataset_split_episode_and_field(data, name, where):
   _, _, bad, config = data
   with pytest.raises(tf.errors.InvalidArgumentError) as e:
     read_all(bad[name], config)
-  message = str(e.value)
-  assert f"malformed episode: dataset {name}, split train," in message
-  assert "[episode] [1]" in message, "the bad episode's id"
-  assert f"field {field}:" in message
+  line = readers.malformed_episode_line(e.value)
+  assert line.startswith(f"malformed episode: dataset {name}, split train, {where}"), line
 
 
 def test_spec_and_dataset_disagreeing_is_refused_at_construction(data):
@@ -79,20 +77,24 @@ def test_spec_and_dataset_disagreeing_is_refused_at_construction(data):
 
 
 def test_bad_mixtures_are_refused_with_their_names(data):
+  data_dir, refs, _, _ = data
+
+  def mixture(spec):
+    return pipeline.make_mixture(testing.tiny_config(data_dir, mixture=spec), refs)
+
   with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
-    mixtures.get_mixture("tiny_pole:1,nope:2")
+    mixture("tiny_pole:1,nope:2")
   for rate in ("0", "-1"):
     with pytest.raises(ValueError, match=r"rates must be numbers > 0.*tiny_pole"):
-      mixtures.get_mixture(f"tiny_pole:{rate},text:1")
+      mixture(f"tiny_pole:{rate},text:1")
   with pytest.raises(ValueError, match=r"rate 'x' of task 'tiny_pole' is not a number"):
-    mixtures.get_mixture("tiny_pole:x")
+    mixture("tiny_pole:x")
   with pytest.raises(ValueError, match=r"unknown mixture 'no_such_mixture'"):
-    mixtures.get_mixture("no_such_mixture")
-  # The tiny data_dir has none of the demo's datasets. seqio's task registry is process-wide, so a test
-  # file run earlier in this worker may have registered a cartpole of its own data_dir (issue #22).
+    mixture("no_such_mixture")
+  # The tiny data_dir has none of the demo's datasets, whatever other code of this process registered.
   with pytest.raises(ValueError, match=r"'control_demo' names unknown task\(s\) \['babyai_gotoredball', "
-                                       r"('cartpole', )?'metaworld_reach'\]"):
-    mixtures.get_mixture("control_demo")
+                                       r"'cartpole', 'metaworld_reach'\]; the data_dir's datasets: \["):
+    mixture("control_demo")
 
 
 def test_too_short_sequences_missing_data_and_uneven_batches_are_refused(data):
@@ -111,11 +113,10 @@ def test_too_short_sequences_missing_data_and_uneven_batches_are_refused(data):
   no_model.vocab.sentencepiece_model = str(data_dir / "absent.model")
   with pytest.raises(FileNotFoundError, match=r"no SentencePiece model .*absent.model.*--dataset=sentencepiece"):
     pipeline.make_dataset(no_model, datasets=refs)
-  tasks.register_all(config, refs)  # leave the registry as the other tests expect
 
 
 def test_vocabulary_spans_the_layout_and_decodes_text_only(data):
-  _, _, _, config = data
+  _, refs, _, config = data
   vocab = tasks.PreprocessingOptions.from_config(config).vocabulary
   layout = vocab.layout
   assert vocab.vocab_size == layout.vocab_size
@@ -124,7 +125,7 @@ def test_vocabulary_spans_the_layout_and_decodes_text_only(data):
   assert vocab.decode(mixed) == "go to the red ball"
   assert vocab.decode_tf(tf.constant(mixed)).numpy().decode() == "go to the red ball"
   assert vocab == tasks.PreprocessingOptions.from_config(config).vocabulary
-  assert seqio.get_mixture_or_task("tiny_pole").output_features["tokens"].vocabulary == vocab
+  assert tasks.make_tasks(config, refs)["tiny_pole"].output_features["tokens"].vocabulary == vocab
 
 
 def test_images_the_model_cannot_see_are_refused_before_training(data):
@@ -149,7 +150,6 @@ def test_images_the_model_cannot_see_are_refused_before_training(data):
   config.model.max_image_tokens = 0
   config.data.mixture = "tiny_pole:1"  # no images: nothing to see
   pipeline.check_model_fits(config, datasets=refs)
-  tasks.register_all(config, refs)  # leave the registry as the other tests expect
 
 
 def test_a_malformed_episode_stops_a_new_run_in_one_line_leaving_only_the_log(data, tmp_path):
@@ -160,7 +160,6 @@ def test_a_malformed_episode_stops_a_new_run_in_one_line_leaving_only_the_log(da
   config = testing.tiny_config(data_dir, mixture="bad_nan:1", sequence_length=32, batch_size=4)
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, 1, 1
   config.num_train_steps, config.checkpoint_every_steps, config.log_every_steps = 20, 1, 1
-  tasks.register_all(config, refs + [bad["bad_nan"]])
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "logs").mkdir()
@@ -169,5 +168,5 @@ def test_a_malformed_episode_stops_a_new_run_in_one_line_leaving_only_the_log(da
     loop.train(config, str(workdir), devices=jax.devices()[:1])
   message = str(error.value)
   assert message.startswith("malformed episode: dataset bad_nan, split train") and "\n" not in message
-  assert "field observation/state" in message
+  assert "step 2: field 'observation/state': non-finite value" in message
   assert sorted(p.name for p in workdir.iterdir()) == ["logs"]

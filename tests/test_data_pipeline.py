@@ -28,7 +28,6 @@ def tiny(tmp_path_factory):
                                 {"train": 12, "validation": 4}, seed=5, num_shards=4)
   refs.append(sources.DatasetRef("tiny_pole_files", "control"))
   config = testing.tiny_config(data_dir, sequence_length=L, batch_size=8)
-  tasks.register_all(config, refs)
   return data_dir, refs, config
 
 
@@ -88,7 +87,7 @@ def test_batches_follow_the_feature_contract(tiny):
     assert (b["patch_rows"][~not_image, 1] > b["patch_rows"][~not_image, 0]).all()
     assert (b["tokens"][~not_image] == 0).all()
     seen |= set(b["task_index"].tolist())
-  names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
+  names = mixtures.task_names(pipeline.make_mixture(config, refs))
   assert names == sorted(["captions", "text", "tiny_grid", "tiny_pole", "tiny_reach"])
   assert seen <= set(range(len(names))) and len(seen) >= 3
 
@@ -173,9 +172,9 @@ def test_text_and_caption_sequences(tiny):
 def test_process_shards_are_disjoint_and_cover_the_split(tiny, name, num_processes):
   """Through the mixture, shuffled and seeded as training reads: 1 file split by examples, 4 files split
   by files (2 and 3 processes) and 4 files split by examples (5 processes)."""
-  data_dir, _, config = tiny
+  data_dir, refs, config = tiny
   _, episodes = raw_episodes(data_dir, name, "train")
-  mixture = mixtures.get_mixture(f"{name}:1")
+  mixture = mixtures.make_mixture(f"{name}:1", tasks.make_tasks(config, refs), refs)
   shards = []
   for p in range(num_processes):
     seed = mixtures.stream_seed(11, "process", p)  # as pipeline.make_dataset seeds process p
@@ -227,34 +226,47 @@ def test_eval_dataset_is_deterministic_and_padded(tiny):
   assert (runs[0][0]["task_index"] == 2).all()  # tiny_grid's index in the config's mixture
 
 
-def test_registration_is_idempotent_and_follows_the_config(tiny):
+def test_tasks_follow_the_config_and_nothing_is_registered(tiny):
+  """The same dataset and options give the same Task object, other options another; mixtures are made of
+  those objects, and neither tasks nor mixtures land in seqio's process-wide registries (#22)."""
   _, refs, config = tiny
-  before = seqio.get_mixture_or_task("tiny_pole")
-  tasks.register_all(config, refs)
-  assert seqio.get_mixture_or_task("tiny_pole") is before
+  registered = (set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names()))
+  before = tasks.make_tasks(config, refs)["tiny_pole"]
+  assert tasks.make_tasks(config, refs)["tiny_pole"] is before
   changed = config.copy_and_resolve_references()
   changed.data.prompt_probability = 0.5
-  tasks.register_all(changed, refs)
-  assert seqio.get_mixture_or_task("tiny_pole") is not before
-  tasks.register_all(config, refs)
-  assert "gato_local" in seqio.MixtureRegistry.names()
+  assert tasks.make_tasks(changed, refs)["tiny_pole"] is not before
+  local = pipeline.make_mixture(testing.tiny_config(config.data.data_dir, mixture="gato_local"), refs)
+  assert mixtures.task_names(local) == sorted(r.name for r in refs)
+  assert local.get_rate(before) == pytest.approx(0.85 / 4)
+  assert (set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names())) == registered
   rates = mixtures.default_mixture_rates(refs)["gato_local"]
   assert rates["text"] == pytest.approx(0.10) and rates["captions"] == pytest.approx(0.05)
   assert sum(r for n, r in rates.items() if n.startswith("tiny")) == pytest.approx(0.85)
 
 
-def test_a_mixture_follows_its_tasks_when_they_are_re_registered(tiny, tmp_path):
-  """seqio.Mixture keeps the Task objects it was made with: a mixture asked for again after its task was
-  re-registered (another data_dir) must read the new task, not the old data."""
+def test_a_mixture_reads_the_tasks_of_its_own_data_dir(tiny, tmp_path):
+  """Two data_dirs with a dataset of the same name in one process: each config's mixture reads its own
+  (a registry keyed by name would hand one of them the other's task)."""
   _, refs, config = tiny
-  tasks.register_all(config, refs)
-  first = mixtures.get_mixture("tiny_pole:1")
-  assert first.tasks[0] is seqio.TaskRegistry.get("tiny_pole")
+  first = pipeline.make_mixture(testing.tiny_config(config.data.data_dir, mixture="tiny_pole:1"), refs)
   testing.build_control_dataset(tmp_path, testing.cartpole_like_spec(), {"train": 2, "validation": 1})
-  moved = config.copy_and_resolve_references()
-  moved.data.data_dir = str(tmp_path)
-  tasks.register_all(moved)
-  again = mixtures.get_mixture("tiny_pole:1")
-  assert again.tasks[0] is seqio.TaskRegistry.get("tiny_pole") is not first.tasks[0]
+  moved = testing.tiny_config(str(tmp_path), mixture="tiny_pole:1")
+  again = pipeline.make_mixture(moved)
+  assert again.tasks[0] is not first.tasks[0]
   assert again.tasks[0].source.tfds_dataset.data_dir == str(tmp_path)
-  tasks.register_all(config, refs)  # leave the module's registrations as the other tests expect them
+  assert first.tasks[0].source.tfds_dataset.data_dir == str(config.data.data_dir)
+
+
+def test_named_mixtures_and_register_all_on_request(tiny):
+  _, refs, config = tiny
+  mixtures.register_mixture("tiny_named", {"tiny_pole": 1.0, "tiny_grid": 3.0})
+  named = pipeline.make_mixture(testing.tiny_config(config.data.data_dir, mixture="tiny_named"), refs)
+  assert mixtures.task_names(named) == ["tiny_grid", "tiny_pole"] and named.get_rate(named.tasks[0]) == 3.0
+  assert "tiny_named" not in seqio.MixtureRegistry.names()
+  try:
+    assert tasks.register_all(config, refs) == [r.name for r in refs]
+    assert seqio.get_mixture_or_task("tiny_pole") is tasks.make_tasks(config, refs)["tiny_pole"]
+  finally:
+    for ref in refs:
+      seqio.TaskRegistry.remove(ref.name)

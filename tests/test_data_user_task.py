@@ -47,7 +47,7 @@ def test_registered_control_task_is_picked_up_and_mixes(tmp_path):
       batch = it.get_next()
       features.check_batch(batch, 48)
       seen += batch["task_index"].tolist()
-    names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
+    names = mixtures.task_names(pipeline.make_mixture(config))
     mine = names.index(name)
     assert seen.count(mine) > seen.count(1 - mine), "rate 3 : 1"
     rows = batch["task_index"] == mine

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from data_pipelines import importers
 from data_pipelines.importers import rlds
-from gato_jax.data import foreign, sources
+from gato_jax.data import foreign, readers, sources
 from gato_jax.episodes import EpisodeError
 from testlib import foreign_fixtures as fixtures
 
@@ -78,7 +78,7 @@ def test_every_episode_is_checked_at_import_and_named_by_its_index(tmp_path):
 
 def test_the_streaming_check_fails_in_one_line(tmp_path):
   """Linked with its episodes unchecked (check_episodes=0): training's in-graph check names the episode
-  by index, step and field, in one line without tf.Assert's noise."""
+  by index, step and field, in one line without tf.data's prefix and the Python traceback."""
   data_dir = str(tmp_path / "data")
   path = fixtures.write_rlds_fixture(str(tmp_path / "s"), name="stream", num_episodes=6, corrupt=(4, 2),
                                      num_shards=2)
@@ -87,11 +87,11 @@ def test_the_streaming_check_fails_in_one_line(tmp_path):
   with pytest.raises(tf.errors.InvalidArgumentError) as error:
     for _ in source.get_dataset("train", shuffle=False):
       pass
-  line = sources.malformed_episode_line(error.value)
-  match = re.fullmatch(r"malformed episode: dataset stream, split train, episode (\d+), step 2, field "
-                       r"observation/state: non-finite value \(NaN or inf\); expected finite floats", line)
+  line = readers.malformed_episode_line(error.value)
+  match = re.fullmatch(r"malformed episode: dataset stream, split train, episode (\d+), step 2: field "
+                       r"'observation/state': non-finite value \(NaN or inf\); expected finite floats", line)
   assert match, line
   index = int(match.group(1))  # across two files: the offset of the second is added
   bad = next(iter(tfds.builder_from_directory(path).as_dataset(split=f"train[{index}:{index + 1}]")))
   assert bad["episode_metadata"]["file_path"].numpy() == b"/robot/episode_4.npy"
-  assert sources.malformed_episode_line(ValueError("something else")) is None
+  assert readers.malformed_episode_line(ValueError("something else")) is None

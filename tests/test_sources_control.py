@@ -229,7 +229,7 @@ def test_empty_episode_is_refused():
                      "is_first": np.zeros((0,), bool), "is_last": np.zeros((0,), bool),
                      "is_terminal": np.zeros((0,), bool)}}
   with pytest.raises(EpisodeError, match=r"dataset 'cartpole', split 'validation': task 'cartpole', "
-                     r"episode 3 \(env seed 12\): field 'reward': the episode is empty"):
+                     r"episode 3 \(env seed 12\): field 'steps': the episode is empty"):
     control.check_episode(empty, task, "validation", 3, 12)
 
 

@@ -11,7 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from gato_jax import tokenizers as tok  # noqa: E402  (after the importorskip)
-from gato_jax.data import preprocessors, sources  # noqa: E402
+from gato_jax.data import preprocessors, readers, sources  # noqa: E402
 from gato_jax.tokenizers import TokenKind, stream  # noqa: E402
 from testlib import data_testing as testing  # noqa: E402
 
@@ -31,7 +31,7 @@ def built(tmp_path_factory):
 def test_pipeline_episodes_tokenize_as_the_agent_does(built, name):
   data_dir, vocabulary = built
   spec = sources.read_task_spec(name, data_dir)
-  episodes = sources.EpisodeSource(name, data_dir, spec).get_dataset("train", shuffle=False)
+  episodes = readers.EpisodeSource(name, data_dir, spec).get_dataset("train", shuffle=False)
   tokenized = preprocessors.tokenize_episodes(episodes, spec=spec, layout=LAYOUT, vocabulary=vocabulary,
                                               max_obs_positions=6, num_patch_positions=128)
   has_images = any(f.modality == "image" for _, f in spec.observation_fields())
@@ -57,7 +57,7 @@ def test_pipeline_episodes_tokenize_as_the_agent_does(built, name):
 
 def test_caption_sequences_hold_the_image_stream_of_caption_generation(built):
   data_dir, vocabulary = built
-  pairs = sources.TfdsSource("captions", data_dir).get_dataset("train", shuffle=False)
+  pairs = readers.TfdsSource("captions", data_dir).get_dataset("train", shuffle=False)
   sequences = preprocessors.caption_sequences(pairs, sequence_length={"tokens": LENGTH}, layout=LAYOUT,
                                               vocabulary=vocabulary, num_patch_positions=128,
                                               max_obs_positions=3, pairs=2)

@@ -24,7 +24,6 @@ def fixture_tiny(tmp_path_factory):
   config.checkpoint_every_steps = 3
   config.log_every_steps = 3
   config.peak_flops_per_device = 1e9
-  tasks.register_all(config, refs)
   return config, refs
 
 

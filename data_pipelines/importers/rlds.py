@@ -23,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gato_jax import episodes
-from gato_jax.data import foreign, sources
+from gato_jax.data import foreign, readers, sources
 from gato_jax.mapping import EpisodeMapping, Leaf, infer
 from gato_jax.episodes import PATCH_SIZE
 
@@ -69,7 +68,7 @@ def step_leaves(builder, scan_episodes: int = 20) -> list[Leaf]:
   split = "train" if "train" in builder.info.splits else next(iter(builder.info.splits))
   ds = builder.as_dataset(split=split, decoders=skip).take(scan_episodes)
   for example in ds:
-    for batch in example["steps"].batch(sources.MAX_EPISODE_STEPS).take(1):  # none for an empty episode
+    for batch in example["steps"].batch(readers.MAX_EPISODE_STEPS).take(1):  # none for an empty episode
       values = _flatten(batch)
       for p in numeric:
         v = values[p].numpy().astype(np.float64)
@@ -127,13 +126,11 @@ def check_episodes_of(source: foreign.RldsSource, split: str, limit: Optional[in
   NumPy; returns the number checked. A bad one raises EpisodeError naming the dataset, the episode's
   index in its TFDS split, the step and the field."""
   checked = 0
-  ds = source.get_dataset(split, shuffle=False, checked=False)
+  ds = source.raw_dataset(split, shuffle=False)
   for example in tfds.as_numpy(ds.take(limit) if limit is not None else ds):
-    where = f"{int(example['episode_id'])} of {source.split_map[split].split('[')[0]!r}"
-    try:
-      episodes.validate_episode(example, source.spec, episode_id=where)
-    except episodes.EpisodeError as e:
-      raise episodes.EpisodeError(f"dataset {source.name!r} (RLDS {source.path}): {e}") from None
+    where = (f"dataset {source.name!r} (RLDS {source.path}): task {source.spec.name!r}, episode "
+             f"{int(example['episode_id'])} of {source.split_map[split].split('[')[0]!r}")
+    source.map_episode(example["steps"], where)
     checked += 1
   return checked
 

@@ -6,30 +6,35 @@
    "mapping": EpisodeMapping.to_dict(), "splits": {"train": TFDS split, "validation": TFDS split},
    "expert_return" / "random_return" (null when unknown), "description"}
 `sources.read_ref` turns it into a DatasetRef (the data_dir's catalogue lists links too);
-`make_source` into a seqio.DataSource whose episodes are exactly
-what `sources.EpisodeSource` yields: dense [T, ...] steps in the TaskSpec's layout, checked with
-`sources.check_structure` / `check_episode`, and an int64 `episode_id`. Processes read disjoint TFDS
-files (seqio ShardInfo -> the read config's input context), or every n-th episode when a split has
-fewer files than processes (seqio's fallback).
+`make_source` into a seqio.DataSource whose episodes are exactly what `readers.EpisodeSource` yields:
+dense [T, ...] steps in the TaskSpec's layout and an int64 `episode_id`. TensorFlow only reads and
+batches the source steps; the mapping (`gato_jax.map_numpy.map_rlds_steps`) and the episode check
+(`gato_jax.episodes.validate_episode`) are the NumPy ones every other path uses, run per episode through
+tf.numpy_function. Processes read disjoint TFDS files (seqio ShardInfo -> the read config's input
+context), or every n-th episode when a split has fewer files than processes (seqio's fallback).
 """
 
 import posixpath
 import zlib
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from gato_jax.data import sources
-from gato_jax.mapping import EpisodeMapping, FieldMap, get_path, nest
-from gato_jax.episodes import TaskSpec
+from gato_jax import map_numpy
+from gato_jax.data import readers, sources
+from gato_jax.episodes import EpisodeError, TaskSpec, check_layout, validate_episode
+from gato_jax.mapping import EpisodeMapping, get_path, nest
+
 
 def make_source(ref: sources.DatasetRef, data_dir: str) -> seqio.DataSource:
   """The seqio.DataSource of a linked dataset (`ref.link`, else the link file in data_dir)."""
-  link = getattr(ref, "link", None) or load_link(data_dir, ref.name)
+  link = ref.link or sources.load_link(data_dir, ref.name)
   if link is None:
-    raise FileNotFoundError(f"dataset {ref.name!r}: not a linked dataset (no {link_path(data_dir, ref.name)})")
+    raise FileNotFoundError(f"dataset {ref.name!r}: not a linked dataset (no "
+                            f"{sources.link_path(data_dir, ref.name)})")
   spec = ref.spec if ref.spec is not None else TaskSpec.from_dict(link["task_spec"])
   return RldsSource(ref.name, link["path"], EpisodeMapping.from_dict(link["mapping"]), spec, link["splits"])
 
@@ -43,6 +48,9 @@ class RldsSource(seqio.TfdsDataSource):
     self.name, self.path, self.mapping, self.spec = name, path, mapping, spec
     self.split_map = dict(splits)  # canonical split -> TFDS split (or slice) of the RLDS dataset
     self._checked = False
+    mapped = mapping.task_spec(name)  # a link whose mapping and TaskSpec disagree fails here, not per episode
+    check_layout({p: () if f.modality == "text" else f.shape for p, f in mapped.observation_fields()},
+                 mapped.action.shape, spec, f"dataset {name!r}: the link's mapping")
 
   def _check_sources(self) -> None:
     if self._checked:
@@ -55,13 +63,27 @@ class RldsSource(seqio.TfdsDataSource):
                        f"{self.path} does not have; its step fields: {available}")
     self._checked = True
 
+  def map_episode(self, raw: Mapping[str, Any], where: str) -> dict:
+    """Dense source steps (NumPy) -> the episode's steps, mapped and checked; an EpisodeError names
+    the episode (`where`), step and field."""
+    try:
+      steps = map_numpy.map_rlds_steps(self.mapping, raw)
+    except ValueError as e:  # a source field with another step count than the reward's
+      raise EpisodeError(f"{where}: {e}") from None
+    validate_episode({"steps": steps}, self.spec, where=where)
+    return steps
+
   def get_dataset(self, split: Optional[str] = None, shuffle: bool = True, seed: Optional[int] = None,
-                  shard_info: Optional[seqio.ShardInfo] = None, checked: bool = True,
-                  **kwargs) -> tf.data.Dataset:
-    """Mapped episodes; `checked=False` leaves out the in-graph checks (the importer validates every
-    episode in NumPy instead, with one-line errors)."""
-    del seed, kwargs  # the file order is seeded by the name (see sources.TfdsSource)
+                  shard_info: Optional[seqio.ShardInfo] = None, **kwargs) -> tf.data.Dataset:
+    """Mapped, checked episodes (see foreign_episode)."""
+    del seed, kwargs  # the file order is seeded by the name (see readers.TfdsSource)
     split = split or "train"
+    return self.raw_dataset(split, shuffle, shard_info).map(
+        lambda ex: foreign_episode(ex, self, split, ex["episode_id"]), num_parallel_calls=tf.data.AUTOTUNE)
+
+  def raw_dataset(self, split: str, shuffle: bool = True,
+                  shard_info: Optional[seqio.ShardInfo] = None) -> tf.data.Dataset:
+    """{"steps": the dense source steps, "episode_id": the episode's index in its TFDS split}."""
     if split not in self.split_map:
       raise ValueError(f"dataset {self.name!r}: no split {split!r}; the link maps {self.split_map}")
     self._check_sources()
@@ -73,8 +95,9 @@ class RldsSource(seqio.TfdsDataSource):
     ds = builder.as_dataset(split=self.split_map[split], shuffle_files=shuffle, read_config=read_config,
                             decoders=skip_decoders(builder.info.features, self.mapping.sources()))
     index = episode_index_fn(builder)
-    return ds.map(lambda ex: foreign_episode(ex, self.mapping, self.spec, self.name, split, index(ex["tfds_id"]),
-                                             checked), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(tf.autograph.experimental.do_not_convert(
+        lambda ex: {"steps": readers.dense_steps(ex["steps"]), "episode_id": index(ex["tfds_id"])}),
+                  num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def episode_index_fn(builder):
@@ -104,7 +127,7 @@ def _leaf_paths(tree, prefix: str = "") -> list[str]:
 
 def skip_decoders(features, used: Sequence[str] = ()) -> Optional[dict]:
   """SkipDecoding for every step image not in `used` (OXE datasets carry several cameras), and for
-  images of undeclared size (frames of different sizes do not batch; map_encoded_frames decodes them)."""
+  images of undeclared size (frames of different sizes do not batch; map_numpy.map_image decodes them)."""
   used = set(used)
 
   def walk(feature, prefix):
@@ -123,79 +146,38 @@ def skip_decoders(features, used: Sequence[str] = ()) -> Optional[dict]:
   return {"steps": steps} if steps else None
 
 
+def episode_layout(spec: TaskSpec) -> list[tuple[str, tf.TensorSpec]]:
+  """(path in the steps dict, TensorSpec) of every field of `spec`'s dense episodes, in a fixed order."""
+  dtype = {"text": tf.string, "image": tf.uint8, "discrete": tf.int32, "continuous": tf.float32}
+  fields = [(f"observation/{p}", tf.TensorSpec([None, *f.shape], dtype[f.modality]))
+            for p, f in spec.observation_fields()]
+  action = tf.float32 if spec.action.kind == "continuous" else tf.int32
+  return fields + [("action", tf.TensorSpec([None, *spec.action.shape], action)),
+                   ("reward", tf.TensorSpec([None], tf.float32))] + [
+                       (k, tf.TensorSpec([None], tf.bool)) for k in ("is_first", "is_last", "is_terminal")]
+
+
 @tf.autograph.experimental.do_not_convert
-def foreign_episode(example: Mapping[str, Any], mapping: EpisodeMapping, spec: TaskSpec, dataset: str,
-                    split: str, index, checked: bool = True) -> dict:
-  """An RLDS episode -> {"steps": dense (checked) steps in spec's layout, "episode_id": its index}."""
-  steps_ds = example["steps"]
-  empty = tf.nest.map_structure(lambda s: tf.zeros([0] + s.shape.as_list(), s.dtype), steps_ds.element_spec)
-  raw = steps_ds.batch(sources.MAX_EPISODE_STEPS).concatenate(
-      tf.data.Dataset.from_tensors(empty)).take(1).get_single_element()
-  steps = map_steps_tf(mapping, raw)
-  sources.check_structure(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), steps),
-                          spec, dataset)
+def foreign_episode(example: Mapping[str, Any], source: RldsSource, split: str, index) -> dict:
+  """{"steps": dense source steps} -> {"steps": dense checked steps in the spec's layout, "episode_id":
+  its index}: the NumPy mapping and episode check (RldsSource.map_episode), per episode."""
+  raw = example["steps"]
+  skeleton = tf.nest.map_structure(lambda _: None, raw)
+  layout = episode_layout(source.spec)
+
+  def apply(i, *arrays):
+    steps = source.map_episode(tf.nest.pack_sequence_as(skeleton, list(arrays)),
+                               readers.episode_where(source.name, split, i))
+    return [np.asarray(_encode(get_path(steps, path)), s.dtype.as_numpy_dtype) for path, s in layout]
+
+  values = tf.numpy_function(apply, [index, *tf.nest.flatten(raw)], [s.dtype for _, s in layout],
+                             stateful=False, name="map_episode")  # stateless: see readers.check_episode
+  for value, (_, s) in zip(values, layout):
+    value.set_shape(s.shape)
   # The index in the split is distinct per episode, which prompt pairing needs of an episode_id.
-  return {"steps": sources.check_episode(steps, spec, dataset, split, index) if checked else steps,
-          "episode_id": index}
+  return {"steps": nest((path, value) for value, (path, _) in zip(values, layout)), "episode_id": index}
 
 
-def map_image_tf(frames: tf.Tensor, field: FieldMap) -> tf.Tensor:
-  """[T, H, W(, C)] uint8 -> [T, h, w, 3] uint8 (mapping.map_image in TensorFlow)."""
-  if frames.shape.rank == 3:
-    frames = frames[..., None]
-  frames = {"rgb": lambda x: x, "gray": lambda x: tf.repeat(x[..., :1], 3, -1),
-            "last": lambda x: tf.repeat(x[..., -1:], 3, -1), "drop_alpha": lambda x: x[..., :3]}[
-                field.channels](frames)
-  height, width = field.shape[:2]
-  if tuple(frames.shape[1:3]) == (height, width):
-    return tf.cast(frames, tf.uint8)
-  if field.image_policy == "resize":
-    resized = tf.image.resize(tf.cast(frames, tf.float32), (height, width), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-  return tf.image.resize_with_crop_or_pad(tf.cast(frames, tf.uint8), height, width)
-
-
-def map_encoded_frames(encoded: tf.Tensor, field: FieldMap) -> tf.Tensor:
-  """[T] encoded frames of undeclared, possibly varying size (left undecoded by skip_decoders, so the
-  steps batch) -> [T, h, w, 3] uint8, each decoded and mapped on its own."""
-  def one(frame):
-    return map_image_tf(tf.io.decode_image(frame, channels=3 if field.channels == "rgb" else 0,
-                                           expand_animations=False)[None], field)[0]
-  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(field.shape, tf.uint8))
-
-
-def map_steps_tf(mapping: EpisodeMapping, raw: Mapping[str, Any]) -> dict:
-  """Dense source steps -> the episode format (mapping.map_steps in TensorFlow), last step dropped
-  when the mapping says the final RLDS step holds only the last observation."""
-  length = tf.shape(raw["is_first"])[0]
-
-  def field_value(field: FieldMap):
-    value = get_path(raw, field.source)
-    if field.modality == "image" and value.dtype == tf.string:
-      return map_encoded_frames(value, field)
-    if field.modality == "image":
-      return map_image_tf(value, field)
-    if field.modality == "text":
-      return value
-    dtype = tf.int32 if field.modality == "discrete" else tf.float32
-    return tf.reshape(tf.cast(value, dtype), [length, *field.shape])  # a list: () is a scalar field's shape
-
-  observation = nest((target, field_value(field)) for target, field in mapping.observation.items())
-  a = mapping.action
-  dtype = tf.float32 if a.kind == "continuous" else tf.int32
-  flat = tf.concat([tf.reshape(tf.cast(get_path(raw, p), dtype), [length, -1]) for p in a.sources], 1)
-  if a.clip:
-    flat = tf.clip_by_value(flat, tf.constant(a.low, tf.float32), tf.constant(a.high, tf.float32))
-  steps = {"observation": observation, "action": tf.reshape(flat, [length, *a.shape]),
-           "reward": (tf.reshape(tf.cast(get_path(raw, mapping.reward), tf.float32), [length])
-                      if mapping.reward else tf.zeros([length], tf.float32))}
-  for key in ("is_first", "is_last", "is_terminal"):
-    steps[key] = tf.cast(raw[key], tf.bool)
-  if mapping.last_step == "drop":
-    terminal = tf.reduce_any(raw["is_terminal"][-1:])
-    steps = tf.nest.map_structure(lambda t: t[:-1], steps)
-    keep = tf.shape(steps["reward"])[0]
-    last = tf.one_hot(keep - 1, keep, on_value=True, off_value=False)
-    steps["is_last"] = steps["is_last"] | last
-    steps["is_terminal"] = steps["is_terminal"] | (last & terminal)
-  return steps
+def _encode(value):
+  """Text fields as UTF-8 bytes (what a tf.string carries); anything else as it is."""
+  return [v.encode("utf-8") for v in value] if isinstance(value, list) else value

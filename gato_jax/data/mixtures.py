@@ -4,6 +4,9 @@
     mixtures.register_mixture("my_mix", {"cartpole": 1.0, "my_robot": 3.0})
     # or in a config: c.data.mixture = "cartpole:1,my_robot:3"
 
+A mixture is a seqio.Mixture of Task objects (`make_mixture`; `gato_jax.data.pipeline.make_mixture`
+makes the one config.data.mixture names): neither its tasks nor itself go to seqio's process-wide
+registries, so runs with other data_dirs or options in one process never see each other's.
 Each example of a mixture carries `task_index`: the position of its task in `mixture.tasks`
 (seqio orders them by name; `task_names(mixture)` lists them).
 - control_demo: what the CPU demo trains on: CartPole, BabyAI GoToRedBall, Meta-World reach at 2:2:1.
@@ -59,45 +62,40 @@ def task_names(mixture: seqio.Mixture) -> list[str]:
   return [t.name for t in mixture.tasks]
 
 
-def check_rates(name: str, rates: Mapping[str, float]) -> dict[str, float]:
-  """Refuses unknown tasks and rates <= 0, naming them."""
+def check_rates(name: str, rates: Mapping[str, float], known: Iterable[str]) -> dict[str, float]:
+  """Refuses unknown tasks (not among `known`, the data_dir's datasets) and rates <= 0, naming them."""
   if not rates:
     raise ValueError(f"mixture {name!r} names no tasks")
-  known = set(seqio.TaskRegistry.names())
+  known = set(known)
   unknown = sorted(t for t in rates if t not in known)
   if unknown:
-    raise ValueError(f"mixture {name!r} names unknown task(s) {unknown}; registered tasks: "
-                     f"{sorted(known) if len(known) < 60 else f'{len(known)} tasks'} (one per dataset "
+    raise ValueError(f"mixture {name!r} names unknown task(s) {unknown}; the data_dir's datasets: "
+                     f"{sorted(known) if len(known) < 60 else f'{len(known)} datasets'} (one task per dataset "
                      "in config.data.data_dir: build or import the missing ones with gato-data)")
-  bad = {t: r for t, r in rates.items() if not (isinstance(r, (int, float)) and r > 0)}
-  if bad:
-    raise ValueError(f"mixture {name!r}: rates must be numbers > 0, got {bad}")
+  check_positive(name, rates)
   return {t: float(r) for t, r in rates.items()}
 
 
-_DEFINITIONS: dict[str, dict[str, float]] = {}  # registered by us: name -> rates
-_PENDING: dict[str, dict[str, float]] = {}  # default mixtures missing some of their tasks
+def check_positive(name: str, rates: Mapping[str, float]) -> None:
+  bad = {t: r for t, r in rates.items() if not (isinstance(r, (int, float)) and r > 0)}
+  if bad:
+    raise ValueError(f"mixture {name!r}: rates must be numbers > 0, got {bad}")
 
 
-def register_mixture(name: str, rates: Mapping[str, float]) -> GatoMixture:
-  """Registers a mixture of registered tasks with relative rates (idempotent for the same rates)."""
-  rates = check_rates(name, rates)
-  if name in seqio.MixtureRegistry.names():
-    existing = seqio.MixtureRegistry.get(name)
-    # A seqio.Mixture holds the Task objects of its construction: after a task is re-registered (another
-    # data_dir, other options) the old mixture would still read the old one.
-    current = all(seqio.TaskRegistry.get(t.name) is t for t in existing.tasks)
-    if _DEFINITIONS.get(name) == rates and current:
-      return existing
-    if name not in _DEFINITIONS:
-      raise ValueError(f"a seqio Mixture named {name!r} was registered outside gato_jax.data")
-    seqio.MixtureRegistry.remove(name)
-  if name in seqio.TaskRegistry.names():
-    raise ValueError(f"mixture name {name!r} is already a task name; choose another")
-  mixture = GatoMixture(name, list(rates.items()))
-  seqio.MixtureRegistry.add_provider(name, mixture)
-  _DEFINITIONS[name] = rates
-  return mixture
+_NAMED: dict[str, dict[str, float]] = {}  # the mixtures a user named with register_mixture: name -> rates
+
+
+def register_mixture(name: str, rates: Mapping[str, float]) -> dict[str, float]:
+  """Names a mixture of datasets with relative rates, so that config.data.mixture may say `name`.
+
+  Only the rates are kept: the mixture is made from the run's own Task objects (`make_mixture`), and
+  its tasks are checked against the data_dir then. A name given again replaces the earlier rates.
+  """
+  if not rates:
+    raise ValueError(f"mixture {name!r} names no tasks")
+  check_positive(name, rates)
+  _NAMED[name] = {t: float(r) for t, r in rates.items()}
+  return dict(_NAMED[name])
 
 
 def default_mixture_rates(datasets: Iterable[DatasetRef]) -> dict[str, dict[str, float]]:
@@ -117,25 +115,6 @@ def default_mixture_rates(datasets: Iterable[DatasetRef]) -> dict[str, dict[str,
   return {"control_demo": dict(CONTROL_DEMO), "gato_local": gato_local, **by_domain}
 
 
-def register_default_mixtures(datasets: Iterable[DatasetRef]) -> list[str]:
-  """Registers every default mixture whose tasks are all among `datasets` (and registered); the others
-  are dropped from the registry and kept pending, so asking for them names what they miss."""
-  datasets = list(datasets)
-  present = {r.name for r in datasets} & set(seqio.TaskRegistry.names())
-  done = []
-  for name, rates in default_mixture_rates(datasets).items():
-    if rates and set(rates) <= present:
-      register_mixture(name, rates)
-      _PENDING.pop(name, None)
-      done.append(name)
-    else:
-      if name in _DEFINITIONS:
-        seqio.MixtureRegistry.remove(name)
-        del _DEFINITIONS[name]
-      _PENDING[name] = rates
-  return done
-
-
 def parse_mixture(spec: str) -> dict[str, float]:
   """'task:rate,task:rate' (a bare task name has rate 1) -> {task: rate}."""
   rates = {}
@@ -151,25 +130,24 @@ def parse_mixture(spec: str) -> dict[str, float]:
   return rates
 
 
-def get_mixture(spec: str) -> seqio.Mixture:
-  """A registered mixture by name, a single registered task (as a one-task mixture), or an inline
-  'task:rate,...' mixture (registered under that string)."""
-  if spec in _DEFINITIONS:
-    return register_mixture(spec, _DEFINITIONS[spec])  # made again if one of its tasks was re-registered
-  if spec in seqio.MixtureRegistry.names():
+def make_mixture(spec: str, tasks: Mapping[str, seqio.Task], datasets: Iterable[DatasetRef]) -> GatoMixture:
+  """The GatoMixture `spec` names, made of the Task objects `tasks` (one per dataset of `datasets`, the
+  data_dir's); nothing is registered. `spec` is, in this order: a name given to register_mixture, a
+  default mixture (control_demo, gato_local, <domain>_all), a mixture a user registered with seqio
+  itself, or an inline 'task:rate,...' mixture (a bare dataset name: that task alone)."""
+  defaults = default_mixture_rates(datasets)
+  if spec in _NAMED or spec in defaults:
+    rates = check_rates(spec, _NAMED.get(spec, defaults.get(spec)), tasks)
+  elif spec in seqio.MixtureRegistry.names():  # registered with plain seqio: its own tasks and rates
     mixture = seqio.MixtureRegistry.get(spec)
-    if not isinstance(mixture, GatoMixture):  # registered with plain seqio: same tasks and rates
-      mixture = GatoMixture(mixture.name, [(t, mixture.get_rate(t)) for t in mixture.tasks])
-    return mixture
-  if spec in _PENDING:
-    missing = sorted(t for t in _PENDING[spec] if t not in seqio.TaskRegistry.names())
-    check_rates(spec, _PENDING[spec])  # raises when a task is not registered at all
-    raise ValueError(f"mixture {spec!r} names unknown task(s) {missing or sorted(_PENDING[spec])}: they are "
-                     "not among the datasets registered by the last gato_jax.data.tasks.register_all")
-  if ":" in spec or "," in spec or spec in seqio.TaskRegistry.names():
-    return register_mixture(spec, parse_mixture(spec))
-  raise ValueError(f"unknown mixture {spec!r}: registered mixtures {sorted(seqio.MixtureRegistry.names())}; "
-                   "or give 'task:rate,task:rate' with registered task names")
+    return GatoMixture(mixture.name, [(t, mixture.get_rate(t)) for t in mixture.tasks])
+  elif ":" in spec or "," in spec or spec in tasks:
+    rates = check_rates(spec, parse_mixture(spec), tasks)
+  else:
+    known = sorted(set(_NAMED) | set(defaults))
+    raise ValueError(f"unknown mixture {spec!r}: known mixtures {known}; or give 'task:rate,task:rate' "
+                     "with dataset names of the data_dir")
+  return GatoMixture(spec, [(tasks[t], r) for t, r in rates.items()])
 
 
 def min_timestep_tokens(ref_spec) -> int:

@@ -43,11 +43,18 @@ def _refs(config, datasets) -> dict[str, DatasetRef]:
   return dict(datasets) if isinstance(datasets, Mapping) else {r.name: r for r in datasets}
 
 
-def _prepare(config, datasets) -> tuple[seqio.Mixture, dict[str, DatasetRef]]:
-  """Registers tasks, resolves config.data.mixture and checks it against the data_dir and L."""
+def make_mixture(config, datasets=None) -> mixtures.GatoMixture:
+  """The mixture config.data.mixture names, of this config's Task objects over config.data.data_dir's
+  datasets (or `datasets`); nothing is registered. `task_names(make_mixture(config))` says which task
+  each `task_index` is."""
   refs = _refs(config, datasets)
-  tasks.register_all(config, refs)
-  mixture = mixtures.get_mixture(config.data.mixture)
+  return mixtures.make_mixture(config.data.mixture, tasks.make_tasks(config, refs), refs.values())
+
+
+def _prepare(config, datasets) -> tuple[seqio.Mixture, dict[str, DatasetRef]]:
+  """Resolves config.data.mixture and checks it against the data_dir and L."""
+  refs = _refs(config, datasets)
+  mixture = make_mixture(config, refs)
   data_dir = sources.expand_data_dir(config.data.data_dir)
   for name in mixtures.task_names(mixture):
     sources.require_dataset(name, data_dir, context=f"mixture {mixture.name!r}: ")
@@ -60,8 +67,8 @@ def check_model_fits(config, datasets=None) -> None:
   """Refuses, before training, a model config that cannot see what config.data.mixture holds (images
   without image tokens), naming the task and the key to change; gato-train calls it."""
   mixture, refs = _prepare(config, datasets)
-  mixtures.check_image_tokens(mixture.name, mixtures.task_names(mixture),
-                              int(config.model.get("max_image_tokens", -1)), refs, config.data.data_dir)
+  mixtures.check_image_tokens(mixture.name, mixtures.task_names(mixture), int(config.model.max_image_tokens),
+                              refs, config.data.data_dir)
 
 
 def _options(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -88,7 +95,7 @@ def make_dataset(config, split: str = "train", process_index: int = 0, process_c
   mixture, _ = _prepare(config, datasets)
   length = int(config.data.sequence_length)
   # Each process samples tasks and draws windows / prompts independently (GatoMixture derives the
-  # tasks' seeds from this one); file order does not depend on it (sources.TfdsSource).
+  # tasks' seeds from this one); file order does not depend on it (readers.TfdsSource).
   seed = mixtures.stream_seed(config.seed if seed is None else seed, "process", process_index)
   shard = seqio.ShardInfo(process_index, process_count) if process_count > 1 else None
   ds = mixture.get_dataset(task_feature_lengths(length), split=split, shuffle=shuffle, seed=seed,
@@ -127,15 +134,14 @@ def make_eval_dataset(config, task_name: str, split: str = "validation", *, batc
   if task_name not in refs:
     raise ValueError(f"task {task_name!r}: no such dataset in {sources.expand_data_dir(config.data.data_dir)}; "
                      f"found: {sorted(refs)}")
-  tasks.register_all(config, refs)
   data_dir = sources.expand_data_dir(config.data.data_dir)
   sources.require_dataset(task_name, data_dir, context="evaluation: ")
   overrides = {} if prompt_probability is None else {"prompt_probability": float(prompt_probability)}
-  task = tasks.make_task(refs[task_name], tasks.PreprocessingOptions.from_config(config, **overrides))
+  task = tasks.make_tasks(config, [refs[task_name]], **overrides)[task_name]
   length = int(config.data.sequence_length)
   mixtures.check_sequence_length(f"evaluation of {task_name}", [task_name], length, refs, data_dir)
   try:
-    index = mixtures.task_names(mixtures.get_mixture(config.data.mixture)).index(task_name)
+    index = mixtures.task_names(make_mixture(config, refs)).index(task_name)
   except ValueError:
     index = 0
   shard = seqio.ShardInfo(process_index, process_count) if process_count > 1 else None

@@ -1,29 +1,32 @@
-"""One seqio.Task per dataset, registered lazily and idempotently from the config.
+"""One seqio.Task per dataset of the data_dir, made from the config (registered only when asked).
 
     from gato_jax.data import tasks
-    tasks.register_all(config)           # every dataset in config.data.data_dir + default mixtures
-    seqio.get_mixture_or_task("cartpole").get_dataset(tasks.task_feature_lengths(256), "train")
+    cartpole = tasks.make_tasks(config)["cartpole"]   # every dataset in config.data.data_dir
+    cartpole.get_dataset(tasks.task_feature_lengths(256), "train")
 
 Task names are the dataset names. The datasets and their TaskSpecs are found in the data_dir itself
-(sources.discover_datasets reads each one's metadata); a task is re-registered only when its dataset
-or options (data_dir, vocabulary, prompting, ...) changed, so calling it again is cheap and picks up
-datasets built or imported since.
+(sources.discover_datasets reads each one's metadata); the same dataset and options (data_dir,
+vocabulary, prompting, ...) give the same Task object, so calling it again is cheap and picks up
+datasets built or imported since. `register_all` puts them in seqio's TaskRegistry for code that
+looks tasks up by name.
 """
 
 import dataclasses
 import functools
+import json
 from typing import Iterable, Mapping, Optional
 
 import seqio
 import tensorflow as tf
 
-from gato_jax.data import foreign, mixtures, preprocessors, sources
+from gato_jax.data import foreign, preprocessors, readers, sources
 from gato_jax.data.feature_converter import task_feature_lengths
 from gato_jax.data.sources import DatasetRef
 from gato_jax.data.vocabulary import GatoVocabulary, sentencepiece_model_path
 from gato_jax.tokenizers import VocabLayout
 
-__all__ = ["PreprocessingOptions", "make_task", "output_features", "register_all", "task_feature_lengths"]
+__all__ = ["PreprocessingOptions", "make_task", "make_tasks", "output_features", "register_all",
+           "task_feature_lengths"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +59,7 @@ class PreprocessingOptions:
         sentencepiece_model=sentencepiece_model_path(config.vocab, data_dir),
         prompt_probability=float(data.prompt_probability),
         prompt_end_fraction=float(data.prompt_end_fraction),
-        max_prompt_fraction=float(data.get("max_prompt_fraction", 0.5)),
+        max_prompt_fraction=float(data.max_prompt_fraction),
         shuffle_buffer=int(data.shuffle_buffer),
         max_obs_positions=int(config.model.max_obs_positions),
         num_patch_positions=int(config.model.num_patch_positions))
@@ -96,7 +99,7 @@ def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
     if ref.link is not None:  # a foreign dataset read in place
       source = foreign.make_source(ref, data_dir)
     else:
-      source = sources.EpisodeSource(ref.name, data_dir, spec)
+      source = readers.EpisodeSource(ref.name, data_dir, spec)
     steps = [
         functools.partial(preprocessors.tokenize_episodes, spec=spec, layout=options.layout,
                           vocabulary=vocabulary, max_obs_positions=options.max_obs_positions,
@@ -107,7 +110,7 @@ def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
                           max_prompt_fraction=options.max_prompt_fraction),
     ]
   else:
-    source = sources.TfdsSource(ref.name, data_dir)
+    source = readers.TfdsSource(ref.name, data_dir)
     if ref.kind == "text":
       steps = [functools.partial(preprocessors.tokenize_documents, layout=options.layout,
                                  vocabulary=vocabulary),
@@ -120,37 +123,54 @@ def make_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
                     shuffle_buffer_size=options.shuffle_buffer)
 
 
-_FINGERPRINTS: dict[str, tuple] = {}
+_TASKS: dict[tuple, seqio.Task] = {}  # one Task object per (dataset, options)
 
 
-def register_task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
-  """Registers (or re-registers when `ref` / `options` changed) the task of one dataset."""
-  fingerprint = (ref, options)
-  if ref.name in seqio.TaskRegistry.names():
-    if _FINGERPRINTS.get(ref.name) == fingerprint:
-      return seqio.TaskRegistry.get(ref.name)
-    if ref.name not in _FINGERPRINTS:
-      raise ValueError(f"a seqio Task named {ref.name!r} was registered outside gato_jax.data; "
-                       "rename the dataset or remove that task")
-    seqio.TaskRegistry.remove(ref.name)
-  task = make_task(ref, options)
-  seqio.TaskRegistry.add_provider(ref.name, task)
-  _FINGERPRINTS[ref.name] = fingerprint
-  return task
+def _task(ref: DatasetRef, options: PreprocessingOptions) -> seqio.Task:
+  # A TaskSpec (dicts inside) does not hash: the key holds it as JSON.
+  key = (ref.name, ref.kind, ref.domain, json.dumps(ref.spec.to_dict() if ref.spec else None, sort_keys=True),
+         json.dumps(ref.link, sort_keys=True), options)
+  if key not in _TASKS:
+    _TASKS[key] = make_task(ref, options)
+  return _TASKS[key]
+
+
+def _as_refs(config, datasets) -> list[DatasetRef]:
+  if datasets is None:
+    datasets = sources.discover_datasets(config.data.data_dir)
+  return list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
+
+
+def make_tasks(config, datasets: Optional[Iterable[DatasetRef] | Mapping[str, DatasetRef]] = None,
+               **option_overrides) -> dict[str, seqio.Task]:
+  """{dataset name: its seqio.Task} (default: every dataset in config.data.data_dir), unregistered.
+
+  The same (dataset, options) gives the same Task object. `option_overrides` replace
+  PreprocessingOptions fields (tests, evaluation)."""
+  options = PreprocessingOptions.from_config(config, **option_overrides)
+  return {ref.name: _task(ref, options) for ref in _as_refs(config, datasets)}
+
+
+_REGISTERED: set[str] = set()  # task names register_all put in seqio's TaskRegistry
 
 
 def register_all(config, datasets: Optional[Iterable[DatasetRef] | Mapping[str, DatasetRef]] = None,
                  **option_overrides) -> list[str]:
-  """Registers a task per dataset (default: every dataset in config.data.data_dir) and the default
-  mixtures.
-
-  Returns the registered task names. `option_overrides` replace PreprocessingOptions fields (tests, evaluation).
-  """
-  if datasets is None:
-    datasets = sources.discover_datasets(config.data.data_dir)
-  refs = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
-  options = PreprocessingOptions.from_config(config, **option_overrides)
-  for ref in refs:
-    register_task(ref, options)
-  mixtures.register_default_mixtures(refs)
-  return [r.name for r in refs]
+  """Registers make_tasks' tasks in seqio's (process-wide) TaskRegistry under their dataset names, for
+  code that asks seqio for a task by name (`seqio.get_mixture_or_task("cartpole")`); gato-train,
+  gato-eval and the pipeline never need it. A name registered here again is replaced when its dataset
+  or options changed; one registered by other code is refused. Returns the task names."""
+  registered = []
+  for name, task in make_tasks(config, datasets, **option_overrides).items():
+    if name in seqio.TaskRegistry.names():
+      if seqio.TaskRegistry.get(name) is task:
+        registered.append(name)
+        continue
+      if name not in _REGISTERED:
+        raise ValueError(f"a seqio Task named {name!r} was registered outside gato_jax.data; "
+                         "rename the dataset or remove that task")
+      seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add_provider(name, task)
+    _REGISTERED.add(name)
+    registered.append(name)
+  return registered

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from absl import logging
 
-from gato_jax.data import mixtures, sources, tasks
+from gato_jax.data import mixtures, pipeline, sources
 from gato_jax.envs import registry
 from gato_jax.evaluation.datasets import EvaluationError
 
@@ -34,9 +34,8 @@ def resolve_tasks(config, names: Sequence[str] = ()) -> list[str]:
 
 def mixture_control_tasks(config, refs) -> list[str]:
   """The control tasks of config.data.mixture that can be rolled out (`refs`: the data_dir's datasets)."""
-  tasks.register_all(config, refs)
   try:
-    names = mixtures.task_names(mixtures.get_mixture(config.data.mixture))
+    names = mixtures.task_names(pipeline.make_mixture(config, refs))
   except (KeyError, ValueError) as e:
     raise EvaluationError(f"config.data.mixture={config.data.mixture!r}: {e}") from None
   control = [n for n in names if n in refs and refs[n].kind == "control"]

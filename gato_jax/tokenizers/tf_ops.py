@@ -23,7 +23,7 @@ P = values.PATCH_SIZE
 
 def _assert_in_vocabulary(value, discrete: bool, layout: VocabLayout, what: str):
   """The graph's guard before a transform (episodes arrive checked against their TaskSpec by
-  sources.check_episode; this also holds the vocabulary's own bound)."""
+  readers.check_episode; this also holds the vocabulary's own bound)."""
   if discrete:
     value = tf.cast(value, tf.int64)
     return [tf.debugging.assert_greater_equal(value, tf.constant(0, tf.int64), f"{what}: negative value"),

@@ -67,7 +67,7 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
   try:
     data.pipeline.check_model_fits(config)  # images the model cannot see: one line, before training
     iterator = data.make_iterator(config, split, jax.process_index(), jax.process_count(), config.seed)
-    return iterator, data.task_names(data.get_mixture(config.data.mixture))
+    return iterator, data.task_names(data.make_mixture(config))
   except (KeyError, ValueError, FileNotFoundError) as e:  # the data's own messages name task and file
     raise ConfigError(f"config.data.mixture={config.data.mixture!r} (data_dir {data_dir}): "
                       f"{str(e).strip()}") from e
@@ -283,8 +283,8 @@ def _next_batch(iterator, config):
   try:
     return iterator.get_next()
   except Exception as e:  # pylint: disable=broad-except
-    if "[malformed episode:" in str(e):  # an episode check of the data: its one line, not TF's trace
-      from gato_jax.data.sources import malformed_episode_line  # pylint: disable=g-import-not-at-top  # TF: real data
+    if "malformed episode:" in str(e):  # an episode check of the data: its one line, not TF's trace
+      from gato_jax.data.readers import malformed_episode_line  # pylint: disable=g-import-not-at-top  # TF: real data
       raise DataLossError(malformed_episode_line(e)) from None
     if type(e).__name__ != "DataLossError":
       raise
