@@ -56,9 +56,11 @@ FLAGS = flags.FLAGS
 def preset(name: str, num_slices: int = 1):
   path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", f"{name}.py")
   config = runpy.run_path(path)["get_config"]()
-  # The presets' FSDP over each slice; across slices (DCN) pure data parallelism.
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = num_slices, -1, 1
-  config.mesh.dcn_axis = "data"
+  # The preset's own data axis (DCN carries it across slices, so it becomes a multiple of them) and FSDP
+  # over the rest of the chips.
+  data = max(int(config.mesh.data), 1)
+  config.mesh.data = data if data % num_slices == 0 else data * num_slices
+  config.mesh.fsdp, config.mesh.tensor, config.mesh.dcn_axis = -1, 1, "data"
   return config
 
 
@@ -163,11 +165,13 @@ def markdown(rows: list[dict]) -> str:
                       if c["bytes"] >= 2**20)
     first = r["tried"][0]
     at_preset = f"{first[0]}: {first[1]:.2f}" + ("" if first[2] else " (does not fit)")
-    lines.append(f"| {r['preset']} | {r['target']} | {r['chips']} | {at_preset} | {r['largest_batch_per_chip']} | "
+    mesh = r["fit"]["mesh"]
+    target = f"{r['target']} ({mesh['data']}x{mesh['fsdp']}x{mesh['tensor']})"
+    lines.append(f"| {r['preset']} | {target} | {r['chips']} | {at_preset} | {r['largest_batch_per_chip']} | "
                  f"{gib('train_step'):.2f} ({r['hbm_gib']:.0f}) | {gib('act_step'):.2f} | {gib('eval_forward'):.2f} | "
                  f"{p['train_step']['compile_s']:.0f} | {comms} | {roof['compute_s']:.3f} / {roof['hbm_s']:.3f} / "
                  f"{roof['ici_s'] + roof['dcn_s']:.3f} | {roof['step_s']:.3f} | {roof['mfu']:.0%} |")
-  lines.append("\nMemory, compile time and collectives are the TPU compiler's own (libtpu on a 2-core CPU "
+  lines.append("\nTarget: the topology and the mesh data x fsdp x tensor. Memory, compile time and collectives are the TPU compiler's own (libtpu on a 2-core CPU "
                "machine). The last three columns are ESTIMATES (roofline, module docstring) from published "
                "chip figures, never measured on a TPU: the step time is the largest of the three bounds, "
                "and the MFU ceiling is what that would give (a compute-bound row is at 1 / remat "
