@@ -9,6 +9,8 @@ so `config.eval` stays the shared defaults that users and tests already set.
 import dataclasses
 from typing import Any
 
+from gato_jax.model.options import require
+
 TYPES = ("offline", "control", "captions")
 AT_CHECKPOINTS, NEVER = -1, 0  # every_steps values with a meaning of their own
 PROMPTS = ("demo", "none")
@@ -48,9 +50,8 @@ class EvalOptions:
   memorising_patience: int
 
   def __post_init__(self):
-    def need(ok, key, expected):
-      if not ok:
-        raise EvalConfigError(f"config.eval.{key}={getattr(self, key)!r}; expected {expected}")
+    need = lambda ok, key, expected: require(ok, "config.eval", key, getattr(self, key), expected,
+                                             EvalConfigError)
     for key in ("episodes_per_task", "num_envs", "offline_batch_size", "bootstrap_samples"):
       need(getattr(self, key) > 0, key, "a positive int")
     for key in ("max_steps", "prompt_tokens", "context_length", "offline_batches", "captions",

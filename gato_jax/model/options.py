@@ -29,6 +29,12 @@ RUNTIME_MODEL_KEYS = ("dropout_rate", "scan_layers", "remat_policy", "dtype", "a
                       "max_image_tokens", "continuous_init")
 
 
+
+def require(ok: bool, section: str, key: str, value, expected: str, error=ValueError) -> None:
+  """One line naming the config key, its value and what was expected, for the typed config views."""
+  if not ok:
+    raise error(f"{section}.{key}={value!r}; expected {expected}")
+
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
   """Every `config.model` value the modules use; field names are the config keys."""
@@ -57,9 +63,7 @@ class ModelOptions:
   continuous_init: str
 
   def __post_init__(self):
-    def need(ok, key, expected):
-      if not ok:
-        raise ValueError(f"config.model.{key}={getattr(self, key)!r}; expected {expected}")
+    need = lambda ok, key, expected: require(ok, "config.model", key, getattr(self, key), expected)
     for key in _POSITIVE_INTS:
       value = getattr(self, key)
       need(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, "a positive int")
