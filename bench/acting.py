@@ -105,13 +105,10 @@ def time_full_passes(model, layout, length: int) -> dict:
   """For big presets: one full causal pass over an L-token window (compiled ahead, run once untimed,
   then timed once), times the 4 action tokens: re-encoding runs exactly one such pass per token."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gato_jax.tokenizers import TokenKind  # pylint: disable=g-import-not-at-top
+  from gato_jax.tokenizers import TokenKind, stream  # pylint: disable=g-import-not-at-top
   graphdef, state = nnx.split(model)
-  window = {"tokens": np.full((1, length), layout.continuous_offset, np.int32),
-            "kinds": np.full((1, length), int(TokenKind.OBS_CONTINUOUS), np.int32),
-            "obs_positions": np.zeros((1, length), np.int32),
-            "patches": np.zeros((1, length, 16, 16, 3), np.uint8),
-            "patch_rows": np.zeros((1, length, 2), np.int32), "patch_cols": np.zeros((1, length, 2), np.int32)}
+  window = stream.pad([stream.of_ids(np.full(length, layout.continuous_offset), TokenKind.OBS_CONTINUOUS)],
+                      length, left=False)
   forward = jax.jit(lambda s, w: nnx.merge(graphdef, s)(w)[:, -1]).lower(state, window).compile()
   jax.block_until_ready(forward(state, window))  # the first run also pays one-time allocations
   start = time.perf_counter()

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gato_jax.tokenizers import TokenKind
+from gato_jax.tokenizers import TokenKind, stream
 
 PREFILL_BUCKET = 16  # prefill lengths are rounded up to this, so rolling compiles only a few shapes
 
@@ -21,13 +21,10 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
-def token_features(tokens, kind: TokenKind, patch_size: int):
-  """[B] ids -> one position of model features per row (no patch, local position 0)."""
-  batch = tokens.shape[0]
-  zeros = jnp.zeros((batch, 1), jnp.int32)
-  return {"tokens": tokens[:, None].astype(jnp.int32), "kinds": zeros + int(kind), "obs_positions": zeros,
-          "patches": jnp.zeros((batch, 1, patch_size, patch_size, 3), jnp.uint8),
-          "patch_rows": jnp.zeros((batch, 1, 2), jnp.int32), "patch_cols": jnp.zeros((batch, 1, 2), jnp.int32)}
+def token_features(tokens, kind: TokenKind):
+  """[B] ids -> one position of model features per row: the stream builder's fields (no patch, local
+  position 0), each [B, 1, ...]."""
+  return {k: v[:, None] for k, v in stream.of_ids(tokens, kind, jnp).items()}
 
 
 def sample_restricted(logits, lo, hi, rng, temperature, greedy: bool):
@@ -57,7 +54,7 @@ def act_step(model, cache, chunk, ranges, rng, temperature, greedy: bool):
     (lo, hi), key = xs
     token = sample_restricted(logits[:, -1], lo, hi, key, temperature, greedy)
     finite &= jnp.isfinite(logits).all()
-    logits, cache = model.decode(token_features(token, TokenKind.ACTION, model.options.patch_size), cache,
+    logits, cache = model.decode(token_features(token, TokenKind.ACTION), cache,
                                  last_only=True)
     return (logits, cache, finite), token
 

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from gato_jax import partitioning
 from gato_jax.acting.decode import act_step, token_features
-from gato_jax.episodes import PATCH_SIZE
 from gato_jax.aot import hlo
 from gato_jax.model import loss_and_metrics
 from gato_jax.model.transformer import KVCache
@@ -76,7 +75,7 @@ def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
   cache = KVCache(key=struct(kv_shape, dtype, tuple(axes.key)), value=struct(kv_shape, dtype, tuple(axes.value)),
                   valid=struct((batch_size, context_length), jnp.bool_, tuple(axes.valid)),
                   index=struct((), jnp.int32, ()))
-  one = jax.eval_shape(lambda: token_features(jnp.zeros((batch_size,), jnp.int32), TokenKind.ACTION, PATCH_SIZE))
+  one = jax.eval_shape(lambda: token_features(jnp.zeros((batch_size,), jnp.int32), TokenKind.ACTION))
   chunk = {k: struct((batch_size, ACT_CHUNK) + v.shape[2:], v.dtype,
                      ("activation_batch", "activation_length") + (None,) * (v.ndim - 2))
            for k, v in one.items()}

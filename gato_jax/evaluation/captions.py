@@ -48,7 +48,7 @@ def _generate(graphdef, state, prompt, rng, temperature, *, num_tokens, text_voc
   def one_token(carry, key):
     logits, cache = carry
     token = sample_restricted(logits[:, -1], 0, text_vocab_size, key, temperature, greedy)
-    logits, cache = model.decode(token_features(token, TokenKind.TEXT, model.options.patch_size), cache,
+    logits, cache = model.decode(token_features(token, TokenKind.TEXT), cache,
                                  last_only=True)
     return (logits, cache), token
 
