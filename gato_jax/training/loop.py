@@ -22,16 +22,11 @@ from gato_jax.tokenizers.layout import VocabLayout
 from gato_jax.training import evals as evals_lib, failures, flops, logger, state as state_lib, step as step_lib
 from gato_jax.training import init_from, program as program_lib
 from gato_jax.training.failures import DataLossError, NonFiniteError, NonFiniteGuard, PeerLostError
+from gato_jax.training.options import ConfigError, RunOptions
 from gato_jax.training.synthetic import SyntheticIterator
 
-ON_NONFINITE = ("stop", "skip")
 START_BARRIER_TIMEOUT_S = 1800
-DEFAULT_MAX_CONSECUTIVE_SKIPS = 10
 __all__ = ["ConfigError", "DataLossError", "NonFiniteError", "PeerLostError", "TrainResult", "train"]
-
-
-class ConfigError(ValueError):
-  """A training setting the loop cannot honour; the message names the config key."""
 
 
 @dataclasses.dataclass
@@ -54,7 +49,7 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
         process_index=jax.process_index(), process_count=jax.process_count(),
         num_patch_positions=config.model.num_patch_positions,
         max_obs_positions=config.model.max_obs_positions,
-        max_image_tokens=config.model.get("max_image_tokens", -1))
+        max_image_tokens=config.model.max_image_tokens)
     return iterator, list(iterator.task_names)
   data_dir = str(config.data.data_dir)
   if "://" not in data_dir and os.path.exists(os.path.expanduser(data_dir)) and not os.path.isdir(
@@ -73,24 +68,14 @@ def make_data_iterator(config, layout: VocabLayout, split: str = "train"):
                       f"{str(e).strip()}") from e
 
 
-def check_config(config) -> None:
-  """Refuses settings the loop cannot honour, naming the key."""
-  for key in ("num_train_steps", "checkpoint_every_steps", "log_every_steps", "batch_size"):
-    if int(config[key]) <= 0:
-      raise ConfigError(f"config.{key}={config[key]} must be positive")
-  if config.on_nonfinite not in ON_NONFINITE:
-    raise ConfigError(f"config.on_nonfinite={config.on_nonfinite!r} must be one of {ON_NONFINITE}")
+def check_config(config) -> RunOptions:
+  """The loop's options read once; refuses settings the loop cannot honour, naming the key."""
+  run = RunOptions.from_config(config)
   if config.optimizer.grad_accum_steps < 1:
     raise ConfigError(f"config.optimizer.grad_accum_steps={config.optimizer.grad_accum_steps} must be >= 1")
   if config.optimizer.decay_factor < 1:
     raise ConfigError(f"config.optimizer.decay_factor={config.optimizer.decay_factor} must be >= 1")
-  if int(config.get("max_consecutive_skips", DEFAULT_MAX_CONSECUTIVE_SKIPS)) < 0:
-    raise ConfigError(f"config.max_consecutive_skips={config.max_consecutive_skips} must be >= 0 "
-                      "(0: no limit)")
-  on_unreadable = config.checkpoint.get("on_unreadable", "fallback")
-  if on_unreadable not in checkpointing.ON_UNREADABLE:
-    raise ConfigError(f"config.checkpoint.on_unreadable={on_unreadable!r} must be one of "
-                      f"{checkpointing.ON_UNREADABLE}")
+  return run
 
 
 def create_state(model_fn: state_lib.ModelFn, tx, mesh, model_def: state_lib.ModelDef, config):
@@ -124,7 +109,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   restricts the mesh to some devices (default: every device of every process); `evaluators` run
   during training when due (gato_jax/training/evals.py; gato-train builds them from config.evals).
   """
-  check_config(config)
+  run = check_config(config)
   mesh = partitioning.make_mesh(config.mesh, devices)
   partitioning.check_batch_size(config.batch_size, mesh, config.optimizer.grad_accum_steps)
   program = program_lib.build(config, mesh, model_fn=model_fn, loss_fn=loss_fn)
@@ -141,7 +126,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
     iterator = data_iterator
     task_names = task_names if task_names is not None else getattr(data_iterator, "task_names", None)
   # Refusals that must leave the workdir as it was come before its first write.
-  checkpointing.check_checkpoints_present(workdir, config.checkpoint.get("on_unreadable", "fallback"))
+  checkpointing.check_checkpoints_present(workdir, run.on_unreadable)
   init_from.check_before_writing(config, abstract_state.params, workdir)
   first_run = "://" not in workdir and not os.path.exists(os.path.join(workdir, "config.json"))
   _save_config_json(config, workdir)
@@ -150,14 +135,13 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
       keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
       async_save=config.checkpoint.async_save,
       # Only a run that evaluates while it trains has scores to keep its best checkpoint by.
-      best_metric=config.checkpoint.get("best_metric", "") if evaluators else "",
-      best_mode=config.checkpoint.get("best_mode", "max"))
+      best_metric=run.best_metric if evaluators else "", best_mode=run.best_mode)
   fresh = [iterator]  # the one built above serves the first restore attempt; later ones get new ones
   new_iterator = lambda: fresh.pop() if fresh else make_iterator()
   restore_iterator = config.checkpoint.restore_data_iterator
   state, step, restored = ckpt.restore_latest(
       abstract_state, make_iterator=new_iterator if restore_iterator else None,
-      on_unreadable=config.checkpoint.get("on_unreadable", "fallback"))
+      on_unreadable=run.on_unreadable)
   iterator = restored if restore_iterator else iterator
   if state is None:
     state, step = create_state(model_fn, tx, mesh, model_def, config), 0
@@ -174,7 +158,7 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
       tokens_per_step=config.batch_size * length,
       flops_per_step=flops.train_flops_per_step(model_def, config.model, layout.vocab_size,
                                                 config.batch_size, length),
-      peak_flops=flops.peak_flops_per_device(config.model.dtype, config.get("peak_flops_per_device", 0.0))
+      peak_flops=flops.peak_flops_per_device(config.model.dtype, run.peak_flops_per_device)
       * mesh.size)
   compiled = program_lib.compile_train_step(program.train_step, abstract_state, mesh, config)
   # Processes finish compiling at different times; their first collective must not wait for a slow
@@ -185,14 +169,13 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   save = lambda s, st, force, metrics=None: ckpt.save(s, st, data_iterator=iterator, config=config_json,
                                                       force=force, metrics=metrics)
   evals = evals_lib.TrainingEvals(evaluators, workdir if is_primary else None,
-                                  memorising_patience=int(config.eval.get("memorising_patience", 3))
-                                  if "eval" in config else 3)
+                                  memorising_patience=run.memorising_patience)
 
   last_step = config.num_train_steps if stop_after_steps is None else min(config.num_train_steps,
                                                                           step + stop_after_steps)
   interval, unchecked, last_scalars, preempted, first = [], None, None, False, True
   check = NonFiniteGuard(config.on_nonfinite,
-                         int(config.get("max_consecutive_skips", DEFAULT_MAX_CONSECUTIVE_SKIPS)), task_names)
+                         run.max_consecutive_skips, task_names)
   peer_lost = False
   try:
     while step < last_step:
