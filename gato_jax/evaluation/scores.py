@@ -7,7 +7,7 @@ episodes (resampling episode returns with replacement), seeded, so a report is r
 Aggregates: per domain and overall, the interquartile mean (IQM) of the task scores with a stratified
 bootstrap interval (every task's episodes resampled, then the IQM over tasks: rliable's method with
 episodes as runs). Atari tasks also report the human-normalised score (R - random) / (human - random)
-with the published scores in gato_jax/envs/atari/reference.py.
+with the published scores in gato_jax/envs/reference_scores.py (simulator-free: training imports it).
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from gato_jax.envs.atari.reference import HUMAN_RANDOM
+from gato_jax.envs.reference_scores import HUMAN_RANDOM
 
 THRESHOLDS = (0.5, 0.8)  # the paper counts tasks above 50% and 80% of expert
 

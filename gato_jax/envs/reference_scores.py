@@ -1,4 +1,5 @@
-"""Published human and random scores of the Atari games gato-jax records, for human-normalised scores.
+"""Published human and random Atari scores, for human-normalised scores; no simulator is imported here
+(gato-train's in-training evaluators load it on hosts without ale-py or gymnasium).
 
 From Mnih et al. 2015, "Human-level control through deep reinforcement learning" (Nature 518),
 Extended Data Table 2: "Random" and "Human" (a professional tester, 5-minute episodes of at most
