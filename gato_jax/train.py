@@ -35,6 +35,7 @@ from absl import logging
 from gato_jax import cli_flags
 from gato_jax import peer_watch
 from gato_jax import stop_signals
+from gato_jax import storage_errors
 from gato_jax import workdir_lock
 
 _CONFIG = cli_flags.CONFIG
@@ -106,6 +107,11 @@ def main(argv) -> None:
     _stop(e, EXIT_CHECKPOINT)
   except loop.DataLossError as e:
     _stop(e, EXIT_CONFIG)
+  except Exception as e:  # pylint: disable=broad-except  # a full disk under any writer (metrics, events)
+    if not storage_errors.is_disk_full(e):
+      raise
+    _stop(f"writing to {_WORKDIR.value}: no space left on device ({type(e).__name__}); the last committed "
+          "checkpoint is kept: free space and restart to resume from it", EXIT_CHECKPOINT)
   except loop.PeerLostError as e:
     # Skips the atexit shutdown of jax.distributed: with a peer gone it would wait for that peer's
     # barrier (~77 s) and then abort (status 134).
