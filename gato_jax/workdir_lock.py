@@ -125,7 +125,15 @@ class ObjectLock:
     self._thread: threading.Thread | None = None
 
   def _write(self) -> None:
-    self.path.write_text(json.dumps(dict(self._record, heartbeat=time.time())))
+    text = json.dumps(dict(self._record, heartbeat=time.time()))
+    if "://" in self.workdir:
+      self.path.write_text(text)  # an object store replaces an object whole: readers never see half
+      return
+    # A local file is truncated then written: a reader between the two would see no holder and take
+    # the lock over, so the record is written beside it and renamed into place.
+    partial = self.path.with_name(self.path.name + f".{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, self.path)
 
   def acquire(self) -> "ObjectLock":
     current = _read_json(self.path.read_text) if self.path.exists() else None

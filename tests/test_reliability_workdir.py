@@ -88,6 +88,17 @@ def test_the_bucket_lock_record_refuses_while_fresh_and_is_taken_over_when_stale
   assert not (tmp_path / "lock.json").exists()
 
 
+def test_a_reader_never_sees_a_half_written_local_lock_record(tmp_path):
+  """A reader that met a truncated record would find no holder and take a live run's lock over."""
+  holder = workdir_lock.ObjectLock(str(tmp_path), settle_s=0.0, heartbeat_s=0.0005).acquire()
+  try:
+    records = [(tmp_path / "lock.json").read_text() for _ in range(3000)]
+  finally:
+    holder.release()
+  assert all(json.loads(text)["token"] == holder._record["token"] for text in records)  # pylint: disable=protected-access
+  assert not list(tmp_path.glob("*.partial"))
+
+
 def test_the_bucket_lock_loser_of_a_simultaneous_start_stops(tmp_path, monkeypatch):
   loser = workdir_lock.ObjectLock(str(tmp_path), settle_s=0.01)
   winner = workdir_lock.ObjectLock(str(tmp_path), settle_s=0.0)
