@@ -107,11 +107,6 @@ def main(argv) -> None:
     _stop(e, EXIT_CHECKPOINT)
   except loop.DataLossError as e:
     _stop(e, EXIT_CONFIG)
-  except Exception as e:  # pylint: disable=broad-except  # a full disk under any writer (metrics, events)
-    if not storage_errors.is_disk_full(e):
-      raise
-    _stop(f"writing to {_WORKDIR.value}: no space left on device ({type(e).__name__}); the last committed "
-          "checkpoint is kept: free space and restart to resume from it", EXIT_CHECKPOINT)
   except loop.PeerLostError as e:
     # Skips the atexit shutdown of jax.distributed: with a peer gone it would wait for that peer's
     # barrier (~77 s) and then abort (status 134).
@@ -119,6 +114,11 @@ def main(argv) -> None:
     print(f"gato-train: {e}", file=sys.stderr, flush=True)
     logging.flush()
     os._exit(EXIT_PEER_LOST)  # pylint: disable=protected-access
+  except Exception as e:  # pylint: disable=broad-except  # last: a full disk under any writer (metrics, events)
+    if not storage_errors.is_disk_full(e):
+      raise
+    _stop(f"writing to {_WORKDIR.value}: no space left on device ({type(e).__name__}); the last committed "
+          "checkpoint is kept: free space and restart to resume from it", EXIT_CHECKPOINT)
   if result.preempted:
     status = stop_signals.exit_status(EXIT_PREEMPTED)
     logging.warning("Preempted at step %d; checkpoint saved. Exiting with %d.", result.step, status)
