@@ -68,7 +68,8 @@ def load_config(preset: str):
 def make_model(config, layout):
   """The preset's Gato, initialised by one jitted function (no per-parameter compile)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gato_jax.model import Gato  # pylint: disable=g-import-not-at-top
+  from gato_jax.model import Gato, options  # pylint: disable=g-import-not-at-top
+  config = options.for_inference(config)  # as a loaded checkpoint acts: float32 on CPU
   graphdef, state = jax.jit(lambda: nnx.split(Gato(config.model, layout, nnx.Rngs(0))))()
   return nnx.merge(graphdef, state)
 

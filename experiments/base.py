@@ -129,6 +129,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_steps = 0  # per episode; 0 = the task's own limit
   c.eval.greedy = False  # argmax instead of sampling the action tokens
   c.eval.temperature = 1.0  # sampling temperature when not greedy
+  # Compute dtype of a loaded checkpoint when acting, serving or evaluating: auto = float32 on CPU (no
+  # fast bfloat16 matmul there), config.model.dtype on TPU / GPU. Parameters are unchanged.
+  c.eval.dtype = "auto"
   c.eval.seed = 0  # action sampling and prompt choice; env seeds: data_pipelines' evaluation range
   c.eval.num_envs = 10  # episodes of a task run side by side (one batched decode per step)
   c.eval.prompt = "demo"  # demo: a successful validation episode of the task first; none: no prompt

@@ -109,6 +109,6 @@ def test_params_load_onto_a_mesh_and_act_the_same(trained):
   alone = Agent.from_checkpoint(workdir, task=task.spec, greedy=True, context_length=64)
   mesh = partitioning.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
   sharded = Agent.from_checkpoint(workdir, task=task.spec, greedy=True, context_length=64, mesh=mesh)
-  kernel = sharded._agent._state["sequence_model"]  # pylint: disable=protected-access
-  assert len(jax.tree.leaves(kernel)[0].sharding.device_set) == 8
+  layers = sharded._agent._params[1]  # pylint: disable=protected-access  # each layer's own buffers, on the mesh
+  assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(layers))
   assert [int(alone.act(observation)) for _ in range(4)] == [int(sharded.act(observation)) for _ in range(4)]

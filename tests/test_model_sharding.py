@@ -74,8 +74,8 @@ def test_sharded_init_and_forward_equal_the_unsharded_ones(mesh):
 
   # One prefill into a sharded cache: same logits as the unsharded pass.
   cache = jax.device_put(nnx.merge(graphdef, reference_state).init_cache(4, 32),
-                         nn.logical_to_mesh_sharding(KVCache.logical_axes(), mesh, RULES))
-  assert cache.key.sharding.spec == P(None, ("data", "fsdp"), None, "tensor", None)
+                         nn.logical_to_mesh_sharding(KVCache.logical_axes(2), mesh, RULES))
+  assert cache.key[0].sharding.spec == P(("data", "fsdp"), None, None)
   decode = lambda s, f, c: nnx.merge(graphdef, s).decode(f, c)
   with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
     prefill_logits, cache = jax.jit(decode)(state, sharded_inputs, cache)

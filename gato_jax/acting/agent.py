@@ -24,7 +24,6 @@ see the same tokens at every step (tests/test_evaluation_agent.py checks they ac
 import functools
 from typing import Any, Mapping, Optional, Sequence
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,7 +65,7 @@ class GatoAgent:
     self._max_image_tokens = int(getattr(options, "max_image_tokens", -1))
     self._ranges = np.asarray(action_token_ranges(spec.action, layout), np.int32).reshape(-1, 2)
     self._rng = jax.random.key(seed)
-    graphdef, self._state = nnx.split(model)
+    graphdef, self._params = decode.split(model)
     self._prefill_and_act = jax.jit(functools.partial(decode.prefill_and_act, graphdef),
                                     static_argnames=("max_length", "greedy"))
     self._init_cache = jax.jit(functools.partial(decode.init_cache, graphdef),
@@ -153,10 +152,10 @@ class GatoAgent:
     chunk, key = stream_lib.pad(chunks, chunk_len, left=True), self._next_key()
     self._check_images(chunk, context)
     if context is not None:
-      tokens, self._cache, finite = self._prefill_and_act(self._state, context, chunk, ranges, key, temperature,
+      tokens, self._cache, finite = self._prefill_and_act(self._params, context, chunk, ranges, key, temperature,
                                                           max_length=self.context_length, greedy=self.greedy)
     else:
-      tokens, self._cache, finite = self._act_cached(self._state, self._cache, chunk, ranges, key, temperature,
+      tokens, self._cache, finite = self._act_cached(self._params, self._cache, chunk, ranges, key, temperature,
                                                      greedy=self.greedy)
     self._cache_len += need
     self._check_finite(finite)
@@ -177,7 +176,7 @@ class GatoAgent:
       h.pending = None
     longest = max([0] + [len(c["tokens"]) for c in contexts if c is not None])
     if longest == 0:  # no prompt and no step yet
-      self._cache = self._init_cache(self._state, batch_size=self.num_envs, max_length=self.context_length)
+      self._cache = self._init_cache(self._params, batch_size=self.num_envs, max_length=self.context_length)
       self._cache_len = 0
       return None
     length = min(decode.round_up(longest, decode.PREFILL_BUCKET), budget)
@@ -198,7 +197,7 @@ class GatoAgent:
     lengths = np.maximum(np.asarray(lengths, np.int32), 1)
     window = stream_lib.pad(windows, self.context_length, left=False)
     self._check_images(window)
-    tokens, finite = self._act_uncached(self._state, window, jnp.asarray(lengths), ranges, self._next_key(),
+    tokens, finite = self._act_uncached(self._params, window, jnp.asarray(lengths), ranges, self._next_key(),
                                         temperature, greedy=self.greedy)
     self._check_finite(finite)
     return tokens

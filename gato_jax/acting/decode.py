@@ -6,12 +6,17 @@ Episodes of a batch (`act_step`) advance in lockstep through one cache whose ind
 batch. A pool (`init_pool`, `pool_act`, `pool_prefill`) is one cache per session stacked on a leading
 slot axis, each with its own index, so sessions that started at different times share one device call:
 `act_step` is vmapped over the slots a call gathers.
+
+Every function takes the model as (graphdef, params) from `split`: params = (state, layers), each
+decoder layer's weights in buffers of their own (model/transformer.py's `split_layers`: a batch-1
+step is bound by reading the weights, and XLA:CPU copies slices of a stacked weight first).
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gato_jax.model import split_layers
 from gato_jax.tokenizers import TokenKind, stream
 
 PREFILL_BUCKET = 16  # prefill lengths are rounded up to this, so rolling compiles only a few shapes
@@ -36,18 +41,31 @@ def sample_restricted(logits, lo, hi, rng, temperature, greedy: bool):
   return jax.random.categorical(rng, masked / jnp.maximum(temperature, 1e-6), axis=-1).astype(jnp.int32)
 
 
-def init_cache(graphdef, state, *, batch_size, max_length):
-  return nnx.merge(graphdef, state).init_cache(batch_size, max_length)
+def split(model) -> tuple[nnx.GraphDef, tuple]:
+  """(graphdef, params) of `model` for the functions below; drop `model` afterwards (the layers'
+  weights are copies)."""
+  graphdef, state, layers = split_layers(model)
+  return graphdef, (state, layers)
 
 
-def act_step(model, cache, chunk, ranges, rng, temperature, greedy: bool):
+def merge(graphdef, params):
+  """(model, layers): the model whose decode / prefill / __call__ take `layers=layers`."""
+  state, layers = params
+  return nnx.merge(graphdef, state), layers
+
+
+def init_cache(graphdef, params, *, batch_size, max_length):
+  return merge(graphdef, params)[0].init_cache(batch_size, max_length)
+
+
+def act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy: bool):
   """Chunk [B, S] into the cache, then the A action tokens one at a time: ([B, A] ids, cache).
 
   The chunk is the previous step's last action token (when it is not in the cache yet), the
   observation and the separator. This step's last action token is sampled but not written: it opens
   the next step's chunk, which saves one decode call per step (half of them for 1-token actions).
   """
-  logits, cache = model.decode(chunk, cache, last_only=True)
+  logits, cache = model.decode(chunk, cache, last_only=True, layers=layers)
 
   def one_token(carry, xs):
     logits, cache, finite = carry
@@ -55,37 +73,38 @@ def act_step(model, cache, chunk, ranges, rng, temperature, greedy: bool):
     token = sample_restricted(logits[:, -1], lo, hi, key, temperature, greedy)
     finite &= jnp.isfinite(logits).all()
     logits, cache = model.decode(token_features(token, TokenKind.ACTION), cache,
-                                 last_only=True)
+                                 last_only=True, layers=layers)
     return (logits, cache, finite), token
 
   keys = jax.random.split(rng, ranges.shape[0])
+  # Unrolled: a loop would carry the cache, which XLA:CPU then copies every iteration.
   (logits, cache, finite), tokens = jax.lax.scan(one_token, (logits, cache, jnp.bool_(True)),
-                                                 ((ranges[:-1, 0], ranges[:-1, 1]), keys[:-1]))
+                                                 ((ranges[:-1, 0], ranges[:-1, 1]), keys[:-1]), unroll=True)
   last = sample_restricted(logits[:, -1], ranges[-1, 0], ranges[-1, 1], keys[-1], temperature, greedy)
   finite &= jnp.isfinite(logits).all()
   return jnp.concatenate([tokens.T, last[:, None]], axis=1), cache, finite
 
 
-def act_cached(graphdef, state, cache, chunk, ranges, rng, temperature, *, greedy):
-  return act_step(nnx.merge(graphdef, state), cache, chunk, ranges, rng, temperature, greedy)
+def act_cached(graphdef, params, cache, chunk, ranges, rng, temperature, *, greedy):
+  return act_step(*merge(graphdef, params), cache, chunk, ranges, rng, temperature, greedy)
 
 
-def prefill_and_act(graphdef, state, context, chunk, ranges, rng, temperature, *, max_length, greedy):
+def prefill_and_act(graphdef, params, context, chunk, ranges, rng, temperature, *, max_length, greedy):
   """A fresh cache of `max_length` slots filled with `context` [B, C], then a step: one dispatch."""
-  model = nnx.merge(graphdef, state)
-  _, cache = model.prefill(context, max_length=max_length, last_only=True)
-  return act_step(model, cache, chunk, ranges, rng, temperature, greedy)
+  model, layers = merge(graphdef, params)
+  _, cache = model.prefill(context, max_length=max_length, last_only=True, layers=layers)
+  return act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy)
 
 
-def act_uncached(graphdef, state, window, lengths, ranges, rng, temperature, *, greedy):
+def act_uncached(graphdef, params, window, lengths, ranges, rng, temperature, *, greedy):
   """The baseline: a full causal pass over the right-padded window [B, L] for every action token."""
-  model = nnx.merge(graphdef, state)
+  model, layers = merge(graphdef, params)
   rows = jnp.arange(window["tokens"].shape[0])
 
   def one_token(carry, xs):
     window, lengths, finite = carry
     (lo, hi), key = xs
-    logits = model(window)[rows, lengths - 1]
+    logits = model(window, layers=layers)[rows, lengths - 1]
     token = sample_restricted(logits, lo, hi, key, temperature, greedy)
     window = dict(window)
     window["tokens"] = window["tokens"].at[rows, lengths].set(token)
@@ -104,16 +123,17 @@ def act_uncached(graphdef, state, window, lengths, ranges, rng, temperature, *, 
 # A pool of per-session caches (the server): slot s is a batch-1 cache with its own index.
 # ---------------------------------------------------------------------------------------------------
 
-def init_pool(graphdef, state, *, slots, max_length):
+def init_pool(graphdef, params, *, slots, max_length):
   """`slots` empty batch-1 caches stacked on a leading axis (the KVCache's index becomes [slots])."""
-  cache = nnx.merge(graphdef, state).init_cache(1, max_length)
+  cache = init_cache(graphdef, params, batch_size=1, max_length=max_length)
   return jax.tree.map(lambda x: jnp.zeros((slots,) + x.shape, x.dtype), cache)
 
 
-def pool_prefill(graphdef, state, pool, slots, contexts, *, max_length):
+def pool_prefill(graphdef, params, pool, slots, contexts, *, max_length):
   """Slots [N] of the pool refilled with contexts [N, 1, C] (sessions' prompts and latest steps)."""
-  model = nnx.merge(graphdef, state)
-  caches = jax.vmap(lambda context: model.prefill(context, max_length=max_length, last_only=True)[1])(contexts)
+  model, layers = merge(graphdef, params)
+  caches = jax.vmap(lambda context: model.prefill(context, max_length=max_length, last_only=True,
+                                                  layers=layers)[1])(contexts)
   return jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)
 
 
@@ -122,19 +142,19 @@ def pool_clear(pool, slot):
   return jax.tree.map(lambda p: p.at[slot].set(jnp.zeros_like(p[slot])), pool)
 
 
-def pool_act(graphdef, state, pool, slots, chunks, ranges, seeds, steps, temperature, *, greedy):
+def pool_act(graphdef, params, pool, slots, chunks, ranges, seeds, steps, temperature, *, greedy):
   """One step of the sessions in `slots` [N]: chunks [N, 1, S] -> ([N, A] ids, pool, finite [N]).
 
   Each row samples with its own key, fold_in(key(seed), step), so a session's actions depend on its
   seed and step count only, never on which other sessions share the call. Padding rows point at a
   scratch slot that no session owns.
   """
-  model = nnx.merge(graphdef, state)
+  model, layers = merge(graphdef, params)
   caches = jax.tree.map(lambda p: p[slots], pool)
 
   def one(cache, chunk, seed, step):
     key = jax.random.fold_in(jax.random.key(seed), step)
-    return act_step(model, cache, chunk, ranges, key, temperature, greedy)
+    return act_step(model, layers, cache, chunk, ranges, key, temperature, greedy)
 
   tokens, caches, finite = jax.vmap(one)(caches, chunks, seeds, steps)
   pool = jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)

@@ -2,7 +2,8 @@
 
 The model is rebuilt from the config it was trained with (the step's `config` item, else
 `<workdir>/config.json`; exported params need `config=`), and its params are read onto one device or,
-given a mesh, onto that mesh's shardings under the partitioning rules (any mesh the params fit).
+given a mesh, onto that mesh's shardings under the partitioning rules (any mesh the params fit). It
+computes in config.eval.dtype (auto: float32 on CPU; model/options.py's `for_inference`).
 """
 
 import dataclasses
@@ -15,9 +16,8 @@ import ml_collections
 import numpy as np
 
 from gato_jax import checkpointing, partitioning
-from gato_jax.model import default_model_fn
+from gato_jax.model import default_model_fn, definition, options
 from gato_jax.tokenizers import VocabLayout
-from gato_jax.model import definition
 
 
 class LoadError(ValueError):
@@ -67,7 +67,7 @@ def load(path: str, config=None, mesh: Optional[jax.sharding.Mesh] = None) -> Lo
   if not isinstance(config, ml_collections.ConfigDict):
     config = ml_collections.ConfigDict(config)
   layout = VocabLayout.from_config(config.vocab)
-  model_def, abstract_state = definition.abstract_model(default_model_fn(config, layout))
+  model_def, abstract_state = definition.abstract_model(default_model_fn(options.for_inference(config), layout))
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, model_def.abstract_params)

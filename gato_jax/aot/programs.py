@@ -68,11 +68,13 @@ def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
   struct = lambda shape, dtype, logical: jax.ShapeDtypeStruct(shape, dtype,
                                                               sharding=_spec_sharding(logical, shape, mesh,
                                                                                       program.rules))
-  axes = KVCache.logical_axes()
-  kv_shape = (config.model.num_layers, batch_size, context_length, config.model.num_heads,
-              config.model.head_dim)
+  n = config.model.num_layers
+  axes = KVCache.logical_axes(n)
+  heads, head_dim = config.model.num_heads, config.model.head_dim
   dtype = jnp.dtype(config.model.dtype)
-  cache = KVCache(key=struct(kv_shape, dtype, tuple(axes.key)), value=struct(kv_shape, dtype, tuple(axes.value)),
+  per_layer = lambda shape, specs: tuple(struct(shape, dtype, tuple(spec)) for spec in specs)
+  cache = KVCache(key=per_layer((batch_size * heads, head_dim, context_length), axes.key),
+                  value=per_layer((batch_size * heads, context_length, head_dim), axes.value),
                   valid=struct((batch_size, context_length), jnp.bool_, tuple(axes.valid)),
                   index=struct((), jnp.int32, ()))
   one = jax.eval_shape(lambda: token_features(jnp.zeros((batch_size,), jnp.int32), TokenKind.ACTION))
@@ -84,15 +86,29 @@ def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
   temperature = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
 
-  def step(params, model_state, cache, chunk, ranges, rng, temperature):
+  def step(params, layers, model_state, cache, chunk, ranges, rng, temperature):
     model = model_def.merge(params, jax.random.key(0), model_state)
     key = jax.random.wrap_key_data(rng)
-    return act_step(model, cache, chunk, ranges, key, temperature, greedy=False)
+    return act_step(model, layers, cache, chunk, ranges, key, temperature, greedy=False)
 
   state = program.abstract_state
+  params, layers = _split_layers(state.params, n, mesh)
   with partitioning.axis_rules(mesh, program.rules):
-    return jax.jit(step, donate_argnums=2).lower(state.params, state.model_state, cache, chunk, ranges, rng,
+    return jax.jit(step, donate_argnums=3).lower(params, layers, state.model_state, cache, chunk, ranges, rng,
                                                  temperature)
+
+
+def _split_layers(params, num_layers: int, mesh):
+  """The abstract params as GatoAgent acts with them (model/transformer.py's `split_layers`): each
+  layer's weights their own arrays (the stacked spec less its layers axis), placeholders in the stack."""
+  stacked = params["sequence_model"]["layers"]
+  one = lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(*tuple(x.sharding.spec)[1:])))
+  layers = [jax.tree.map(one, stacked) for _ in range(num_layers)]
+  placeholder = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  rest = dict(params, sequence_model=dict(params["sequence_model"], layers=jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((0,), x.dtype, sharding=placeholder), stacked)))
+  return rest, layers
 
 
 def lower_eval_forward(program, config, mesh, batch_size: int):

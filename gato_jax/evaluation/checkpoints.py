@@ -105,7 +105,7 @@ def load_model(config, layout, checkpoint: Checkpoint, workdir: str):
       raise EvaluationError(f"checkpoint {checkpoint.path} was trained with a different model than "
                             f"the config asks for: {'; '.join(mismatches)}. Evaluate with the training's "
                             "config (it is saved as <workdir>/config.json).")
-  model_def, abstract_state = abstract_model(default_model_fn(config, layout))
+  model_def, abstract_state = abstract_model(default_model_fn(options.for_inference(config), layout))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           model_def.abstract_params)

@@ -37,8 +37,8 @@ NNX `out_sharding` metadata, with eager sharding off: building the model never n
     hidden and the logits. They take effect when the
     step is traced inside `with jax.set_mesh(mesh), flax.linen.logical_axis_rules(rules):` (a mesh
     whose axes are AxisType.Auto) and are no-ops otherwise.
-  * The KV cache's names: `KVCache.logical_axes()` (layers, activation_batch, activation_length,
-    activation_heads, activation_kv).
+  * The KV cache's names: `KVCache.logical_axes(num_layers)` (per layer: activation_batch,
+    activation_heads, activation_length, activation_kv).
 
 Acting with the KV cache (evaluation mode, one position = one token's features, patches included):
 
@@ -61,6 +61,10 @@ Acting with the KV cache (evaluation mode, one position = one token's features, 
   the local observation / action / patch codes carry position, so the re-prefilled cache is exactly
   the cache of that window. Each distinct chunk length S compiles once.
 
+  Batch-1 acting reads every weight once per call: `graphdef, state, layers = split_layers(model)`
+  gives each decoder layer's parameters their own buffers (XLA:CPU copies slices of the stacked
+  ones first); pass `layers=layers` to decode / prefill / __call__ (acting/decode.py does).
+
 Dtypes: parameters in `param_dtype` (float32), activations in `dtype` (bfloat16 on accelerators);
 logits and the loss are float32.
 """
@@ -71,10 +75,10 @@ from gato_jax.model.gato import Gato, default_model_fn, loss_and_metrics
 from gato_jax.model.logical import ALL_NAMES as LOGICAL_AXIS_NAMES
 from gato_jax.model.logical import axes, constrain
 from gato_jax.model.options import ModelOptions
-from gato_jax.model.transformer import DecoderLayer, KVCache, SequenceModel
+from gato_jax.model.transformer import DecoderLayer, KVCache, SequenceModel, split_layers
 
 __all__ = [
     "EmbeddingFunction", "PatchEncoder", "check_features", "patch_position_index",
     "Gato", "default_model_fn", "loss_and_metrics", "LOGICAL_AXIS_NAMES", "axes", "constrain", "ModelOptions",
-    "DecoderLayer", "KVCache", "SequenceModel",
+    "DecoderLayer", "KVCache", "SequenceModel", "split_layers",
 ]

@@ -12,6 +12,9 @@ Every kernel takes and returns [batch, length, heads, head_dim] and scales score
   auto        splash (pallas_tpu) on TPU when L is a multiple of KERNEL_BLOCK; cuDNN-or-XLA as JAX
               picks on GPU; blocked on CPU past one block
 
+Decoding with a KV cache uses `cached_attention` (any backend): the chunk, written into the cache
+first, against the cache's slots.
+
 The Pallas kernels run per device: under a mesh they go through `jax.shard_map` with the specs the
 active logical-axis rules give (batch, length, heads, kv), since XLA cannot partition a custom kernel
 itself. On CPU, tests run the TPU kernels under `jax.experimental.pallas.tpu.force_tpu_interpret_mode()`
@@ -141,3 +144,21 @@ def causal_attention(q, k, v, impl: str):
   if impl in _PALLAS:
     return _per_device(_PALLAS[impl])(q, k, v)
   return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
+
+
+def cached_attention(q, cache_keys, cache_values, mask):
+  """A chunk's attention over one layer's cache, the chunk itself already written into it.
+
+  q [B, S, N, H]; cache_keys [B * N, H, T] and cache_values [B * N, T, H] (KVCache's layout: one batch
+  axis and each in the layout its matmul takes, so XLA:CPU neither transposes nor reshapes the cache,
+  either of which made it copy the cache); mask bool [B, S, T]: the slots each chunk position attends
+  (every row at least its own). Scores and softmax in float32.
+  """
+  batch, length, heads, head_dim = q.shape
+  dtype = q.dtype
+  q = jnp.swapaxes(q, 1, 2).reshape(batch * heads, length, head_dim)
+  scores = jnp.einsum("xsh,xht->xst", q, cache_keys.astype(dtype), preferred_element_type=jnp.float32)
+  scores = scores.reshape(batch, heads, length, -1) * head_dim ** -0.5
+  weights = jax.nn.softmax(jnp.where(mask[:, None], scores, -jnp.inf), axis=-1).astype(dtype)
+  out = jnp.einsum("xst,xth->xsh", weights.reshape(batch * heads, length, -1), cache_values.astype(dtype))
+  return jnp.swapaxes(out.reshape(batch, heads, length, head_dim), 1, 2)

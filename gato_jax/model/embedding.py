@@ -172,14 +172,20 @@ class EmbeddingFunction(nnx.Module):
     cols = patch_position_index(features["patch_cols"], col_rng)
 
     image = self._encode_patches(features["patches"], is_image[..., 0])
-    image += self.patch_row_table(rows) + self.patch_col_table(cols)
-    x = jnp.where(is_image, image, self.token_table(features["tokens"]))
-    x += jnp.where(is_obs, self.obs_position_table(features["obs_positions"]), 0)
+    image += self._lookup(self.patch_row_table, rows) + self._lookup(self.patch_col_table, cols)
+    x = jnp.where(is_image, image, self._lookup(self.token_table, features["tokens"]))
+    x += jnp.where(is_obs, self._lookup(self.obs_position_table, features["obs_positions"]), 0)
     x += jnp.where(is_action, self.action_position[...].astype(self.dtype), 0)
     if self.global_position_table is not None:
-      x += self.global_position_table(positions)
+      x += self._lookup(self.global_position_table, positions)
     x = jnp.where((kinds == TokenKind.PAD)[..., None], 0, x) * math.sqrt(self.embed_dim)
     return lg.constrain(x.astype(self.dtype), lg.ACTIVATION)
+
+  def _lookup(self, table: nnx.Embed, ids):
+    """Rows `ids` of `table` in the compute dtype. nnx.Embed casts the whole table before gathering:
+    with bfloat16 compute a 1-token decode step then read and wrote the 34k-row table each call
+    (79M: 45 ms of a 1-token embedding on CPU, 1 ms gathering first)."""
+    return jnp.take(table.embedding[...], ids, axis=0).astype(self.dtype)
 
   def _encode_patches(self, patches, is_image):
     """Patch ResNet output at image positions, [B, L, E] (other positions are dropped by the caller).

@@ -44,7 +44,7 @@ class Gato(nnx.Module):
       table.value = value_init.apply_continuous_init(table[...], rngs.params(), *layout.continuous_range(),
                                                      options.continuous_init)
 
-  def __call__(self, features, *, train: bool = False, rng=None):
+  def __call__(self, features, *, train: bool = False, rng=None, layers=None):
     """Causal pass over whole sequences: logits float32 [B, L, vocab_size] predicting position t+1.
 
     train=True needs `rng` (dropout and patch-position sampling); train=False is deterministic
@@ -57,7 +57,7 @@ class Gato(nnx.Module):
     positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
     x = self.embedding(features, positions=positions, rng=patch_rng)
     x = dropout(x, self.options.dropout_rate, embed_rng)
-    h, _ = self.sequence_model(x, rng=layers_rng)
+    h, _ = self.sequence_model(x, rng=layers_rng, layers=layers)
     return self.logits(h)
 
   def logits(self, h):
@@ -76,12 +76,13 @@ class Gato(nnx.Module):
     if o.position_embedding == "learned" and max_length > o.max_length:
       raise ValueError(f"init_cache: max_length={max_length} exceeds config.model.max_length="
                        f"{o.max_length}, the size of the learned position table")
-    shape = (o.num_layers, batch_size, max_length, o.num_heads, o.head_dim)
     dtype = dtype or o.compute_dtype
-    return KVCache(key=jnp.zeros(shape, dtype), value=jnp.zeros(shape, dtype),
+    empty = lambda shape: tuple(jnp.zeros(shape, dtype) for _ in range(o.num_layers))
+    rows = batch_size * o.num_heads
+    return KVCache(key=empty((rows, o.head_dim, max_length)), value=empty((rows, max_length, o.head_dim)),
                    valid=jnp.zeros((batch_size, max_length), bool), index=jnp.zeros((), jnp.int32))
 
-  def decode(self, features, cache: KVCache, *, last_only: bool = False):
+  def decode(self, features, cache: KVCache, *, last_only: bool = False, layers=None):
     """Feeds a chunk of S >= 1 positions after what `cache` holds; returns (logits, cache).
 
     Deterministic (evaluation mode). logits: float32 [B, S, vocab] (or [B, 1, vocab] with
@@ -91,8 +92,8 @@ class Gato(nnx.Module):
     the window first (see gato_jax/model/__init__.py).
     """
     batch, length = check_features(features, self.options, where="Gato.decode")
-    if cache.key.shape[1] != batch:
-      raise ValueError(f"Gato.decode: features have batch {batch}, the cache {cache.key.shape[1]}")
+    if cache.batch_size != batch:
+      raise ValueError(f"Gato.decode: features have batch {batch}, the cache {cache.batch_size}")
     if length > cache.max_length:
       raise ValueError(f"Gato.decode: chunk of {length} positions exceeds the cache's "
                        f"max_length={cache.max_length}")
@@ -104,23 +105,20 @@ class Gato(nnx.Module):
     slots = jnp.arange(cache.max_length)
     causal = slots[None, :] <= positions[..., None]  # [B, S, T]
     own = slots[None, :] == positions[..., None]
-    mask = (causal & (valid[:, None, :] | own))[:, None]  # own slot: no row is ever fully masked
-    h, (keys, values) = self.sequence_model(x, cache=(cache.key, cache.value, mask, index))
+    mask = causal & (valid[:, None, :] | own)  # own slot: no row is ever fully masked
+    h, (keys, values) = self.sequence_model(x, cache=(cache.key, cache.value, mask, index), layers=layers)
     if last_only:
       h = h[:, -1:]
     logits = self.logits(h)
     overflow = index + length > cache.max_length
     logits = jnp.where(overflow, jnp.nan, logits)
-    new_cache = KVCache(
-        key=jax.lax.dynamic_update_slice(cache.key, keys, (0, 0, index, 0, 0)),
-        value=jax.lax.dynamic_update_slice(cache.value, values, (0, 0, index, 0, 0)),
-        valid=valid, index=index + length)
+    new_cache = KVCache(key=keys, value=values, valid=valid, index=index + length)
     return logits, new_cache
 
-  def prefill(self, features, *, max_length: int | None = None, last_only: bool = False):
+  def prefill(self, features, *, max_length: int | None = None, last_only: bool = False, layers=None):
     """A fresh cache of `max_length` slots filled with `features`: (logits, cache)."""
     cache = self.init_cache(features["tokens"].shape[0], max_length)
-    return self.decode(features, cache, last_only=last_only)
+    return self.decode(features, cache, last_only=last_only, layers=layers)
 
 
 def loss_and_metrics(logits, batch):

@@ -1,5 +1,6 @@
-"""`config.model` read once into a frozen, hashable dataclass (NNX keeps it as static graph data), and
-which keys of a saved config must match for a checkpoint's parameters to fit (`config_mismatches`)."""
+"""`config.model` read once into a frozen, hashable dataclass (NNX keeps it as static graph data),
+which keys of a saved config must match for a checkpoint's parameters to fit (`config_mismatches`),
+and the compute dtype a loaded checkpoint acts in (`for_inference`)."""
 
 import dataclasses
 
@@ -124,3 +125,23 @@ def config_mismatches(trained: dict, config) -> list[str]:
       if key in saved and saved[key] != value:
         out.append(f"{section}.{key}: trained {saved[key]!r}, requested {value!r}")
   return out
+
+
+def inference_dtype(config, backend: str | None = None) -> str:
+  """config.eval.dtype resolved: "auto" is float32 on CPU (XLA:CPU has no fast bfloat16 matmul: the
+  79M preset's 1-token decode took 288 ms in bfloat16, 161 ms in float32, on this 2-core host) and
+  the model's own dtype elsewhere; any other value is used as given."""
+  requested = str(config.get("eval", {}).get("dtype", "auto"))
+  if requested == "auto":
+    return "float32" if (backend or jax.default_backend()) == "cpu" else str(config.model.dtype)
+  if requested not in DTYPES:
+    raise ValueError(f"config.eval.dtype={requested!r}: expected auto or one of {sorted(DTYPES)}")
+  return requested
+
+
+def for_inference(config, backend: str | None = None):
+  """A copy of `config` whose model computes in `inference_dtype` (the parameters are unchanged:
+  dtype is a runtime key, RUNTIME_MODEL_KEYS)."""
+  config = config.copy_and_resolve_references()
+  config.model.dtype = inference_dtype(config, backend)
+  return config

@@ -44,26 +44,37 @@ def make_norm(options: ModelOptions, rngs: nnx.Rngs):
 class KVCache:
   """Keys and values of every layer for decoding, as a plain pytree (pass it through jit).
 
-  key, value  [layers, batch, max_length, heads, head_dim]
+  key         one [batch * heads, head_dim, max_length] array per layer (a tuple)
+  value       one [batch * heads, max_length, head_dim] array per layer
+  Each layer's cache is a buffer of its own (a slice of a stacked [layers, ...] cache was a copy on
+  XLA:CPU), laid out as attention.cached_attention's matmuls read it: batch and heads as one axis
+  (at batch 1 a separate batch axis is dropped by a reshape before the matmul, and XLA:CPU then
+  copied the cache around the in-place write), head_dim before slots for the keys.
   valid       bool [batch, max_length]: slots holding a non-PAD token (PAD slots are never attended,
               so a batch of prompts may be left-padded with PAD tokens)
   index       int32 []: the next slot to write, shared by the batch
   """
-  key: jax.Array
-  value: jax.Array
+  key: tuple
+  value: tuple
   valid: jax.Array
   index: jax.Array
 
   @property
   def max_length(self) -> int:
-    return self.key.shape[2]
+    return self.valid.shape[1]
+
+  @property
+  def batch_size(self) -> int:
+    return self.valid.shape[0]
 
   @classmethod
-  def logical_axes(cls) -> "KVCache":
-    """A KVCache of logical PartitionSpecs: `flax.linen.logical_to_mesh_sharding(KVCache.logical_axes(),
-    mesh, rules)` gives the cache's shardings under the same rules as the activations."""
-    kv = P(lg.LAYERS, lg.BATCH, lg.LENGTH, lg.ACT_HEADS, lg.ACT_KV)
-    return cls(key=kv, value=kv, valid=P(lg.BATCH, lg.LENGTH), index=P())
+  def logical_axes(cls, num_layers: int) -> "KVCache":
+    """A KVCache of logical PartitionSpecs: `flax.linen.logical_to_mesh_sharding(KVCache.logical_axes(
+    num_layers), mesh, rules)` gives the cache's shardings under the same rules as the activations."""
+    # batch * heads is batch-major: sharding it by the batch rule keeps each episode's rows together.
+    key = (P(lg.BATCH, lg.ACT_KV, lg.LENGTH),) * num_layers
+    value = (P(lg.BATCH, lg.LENGTH, lg.ACT_KV),) * num_layers
+    return cls(key=key, value=value, valid=P(lg.BATCH, lg.LENGTH), index=P())
 
 
 class Attention(nnx.Module):
@@ -97,22 +108,25 @@ class Attention(nnx.Module):
     return jnp.split(jnp.einsum("ble,ehd->blhd", x.astype(dtype), kernel.astype(dtype)), 3, axis=2)
 
   def __call__(self, x, cache=None):
-    """x [B, S, E] -> ([B, S, E], the chunk's (keys, values) [B, S, H, D] when `cache` is given).
+    """x [B, S, E] -> ([B, S, E], the layer's updated (keys, values) when `cache` is given).
 
-    cache: None for a causal pass over the whole sequence, else (keys [B, T, H, D], values,
-    mask bool [B, 1, S, T], index): the layer's cache before this chunk, whose slots start at `index`.
+    cache: None for a causal pass over the whole sequence, else (keys [B * H, D, T], values [B * H, T, D],
+    mask bool [B, S, T], index): the layer's cache, the chunk's slots starting at `index`, and what each
+    chunk position attends once the chunk is written there. Returns the updated (keys, values): the
+    chunk is written first and the cache read after, so XLA updates a donated cache in place (reading
+    it first and writing after made XLA:CPU copy it to keep the reads right).
     """
     q, k, v = (lg.constrain(y, lg.ATTENTION_HEADS) for y in self.project(x))
     if cache is None:
       y, new_cache = attention.causal_attention(q, k, v, self.attention_impl), None
     else:
       keys, values, mask, index = cache
-      new_cache = (k.astype(keys.dtype), v.astype(values.dtype))
-      keys = jax.lax.dynamic_update_slice(keys, new_cache[0], (0, index, 0, 0))
-      values = jax.lax.dynamic_update_slice(values, new_cache[1], (0, index, 0, 0))
-      # The cache path always needs an explicit mask (slot validity), so it uses the XLA kernel.
-      y = jax.nn.dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask=mask,
-                                       implementation="xla")
+      b, s_, h, d = k.shape
+      k = jnp.transpose(k, (0, 2, 3, 1)).reshape(b * h, d, s_).astype(keys.dtype)
+      v = jnp.swapaxes(v, 1, 2).reshape(b * h, s_, d).astype(values.dtype)
+      keys = jax.lax.dynamic_update_slice(keys, k, (0, 0, index))
+      values = jax.lax.dynamic_update_slice(values, v, (0, index, 0))
+      y, new_cache = attention.cached_attention(q, keys, values, mask), (keys, values)
     y = lg.constrain(y, lg.ATTENTION_HEADS)
     return lg.constrain(self.out(y), lg.ACTIVATION), new_cache
 
@@ -179,21 +193,24 @@ class SequenceModel(nnx.Module):
     self.layers = stacked(rngs)
     self.final_norm = make_norm(options, rngs)
 
-  def __call__(self, x, *, rng=None, cache=None):
+  def __call__(self, x, *, rng=None, cache=None, layers=None):
     """Runs every layer.
 
     Args:
       x: [B, S, E] embeddings.
       rng: dropout key when training, else None.
-      cache: None for a causal pass over x, else (keys [layers, B, T, H, D], values, mask
-        bool [B, 1, S, T], index), the chunk being written at slots index .. index + S - 1.
+      cache: None for a causal pass over x, else (keys: a tuple of one [B * H, D, T] per layer,
+        values: of one [B * H, T, D], mask bool [B, S, T], index) (Attention.__call__).
+      layers: None, or every layer's parameters as separate buffers (`split_layers`), run unrolled
+        in place of the stacked ones.
     Returns:
-      (final-normed [B, S, E], the chunk's (keys, values) [layers, B, S, H, D], or None without a
-      cache; the caller writes them into the stacked cache in one update, in place under donation).
+      (final-normed [B, S, E], the updated (keys, values) tuples, or None without a cache).
     """
     graphdef, params = nnx.split(self.layers)
     rngs = jax.random.split(rng, self.num_layers) if rng is not None else None
-    kv = None if cache is None else cache[:2]
+    # The scan reads the per-layer caches stacked (a copy; the unrolled paths read them in place).
+    kv = None if cache is None else (tuple(cache[:2]) if not self.scan_layers or layers is not None
+                                     else tuple(jnp.stack(c) for c in cache[:2]))
     shared = None if cache is None else cache[2:]
 
     def layer(x, xs):
@@ -201,17 +218,42 @@ class SequenceModel(nnx.Module):
       layer_cache = None if layer_kv is None else (*layer_kv, *shared)
       return nnx.merge(graphdef, layer_params)(x, layer_rng, layer_cache)
 
-    policy = REMAT_POLICIES[self.remat_policy]
+    # Decoding is never differentiated: remat there only adds its barriers (with them XLA:CPU copied
+    # each layer's cache twice per call).
+    policy = REMAT_POLICIES[self.remat_policy] if cache is None else None
     if policy is not None:
       layer = jax.checkpoint(layer, policy=policy, prevent_cse=not self.scan_layers)
     xs = (params, rngs, kv)
-    if self.scan_layers:
+    if self.scan_layers and layers is None:
       x, new_kv = jax.lax.scan(layer, x, xs)
+      if new_kv is not None:
+        new_kv = tuple(tuple(a[i] for i in range(self.num_layers)) for a in new_kv)
     else:
       outputs = []
       for i in range(self.num_layers):
-        x, layer_kv = layer(x, jax.tree.map(lambda a, i=i: a[i], xs))
+        layer_params = layers[i] if layers is not None else jax.tree.map(lambda a, i=i: a[i], params)
+        layer_rng = None if rngs is None else rngs[i]
+        layer_kv = None if kv is None else (kv[0][i], kv[1][i])
+        x, layer_kv = layer(x, (layer_params, layer_rng, layer_kv))
         outputs.append(layer_kv)
-      new_kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outputs)
+      new_kv = None if cache is None else (tuple(o[0] for o in outputs), tuple(o[1] for o in outputs))
     return self.final_norm(x), new_kv
+
+
+def split_layers(model) -> tuple[nnx.GraphDef, nnx.State, list]:
+  """(graphdef, state, layers) of a Gato for decoding: each decoder layer's parameters sliced out of
+  the stack once into buffers of their own (`layers`), and empty placeholders left in `state`.
+
+  Why: at batch 1 a decode step is a matrix-vector product per weight, bound by reading the weights,
+  and XLA:CPU copies a slice of a stacked weight before its dot (static slices) or dynamic-slices
+  it into a new buffer (scan): 8 layers' [768, 8192] kernels took 59 ms read as static slices,
+  26 ms in a scan and 13 ms as separate arrays on this 2-core host. Pass `layers` to Gato.decode /
+  prefill / __call__ (which then run the layers unrolled); the caller should drop the stacked model,
+  or the parameters are held twice.
+  """
+  graphdef, state = nnx.split(model)
+  stacked = state["sequence_model"]["layers"]
+  layers = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(model.options.num_layers)]
+  state["sequence_model"]["layers"] = jax.tree.map(lambda a: jnp.zeros((0,), a.dtype), stacked)
+  return graphdef, state, layers
 

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 import numpy as np
 
 from gato_jax.acting import decode
@@ -80,7 +79,7 @@ class Engine:
     self.greedy, self.temperature, self.roll_keep = bool(greedy), float(temperature), float(roll_keep)
     self.tokenizer_for = tokenizer_for  # task name -> StepTokenizer, RequestError when unknown
     self.on_batch = on_batch  # (rows, seconds) after each call: the server's metrics
-    graphdef, self._state = nnx.split(model)
+    graphdef, self._params = decode.split(model)
     self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy",),
                         donate_argnames=("pool",))
     self._prefill = jax.jit(functools.partial(decode.pool_prefill, graphdef), static_argnames=("max_length",),
@@ -88,7 +87,7 @@ class Engine:
     self._clear = jax.jit(decode.pool_clear, donate_argnames=("pool",))
     # One slot more than sessions: padding rows of a call read and write it, no session owns it.
     self._pool = jax.jit(functools.partial(decode.init_pool, graphdef), static_argnames=("slots", "max_length"))(
-        self._state, slots=self.max_sessions + 1, max_length=self.context_length)
+        self._params, slots=self.max_sessions + 1, max_length=self.context_length)
     self._scratch = self.max_sessions
     self.sessions: dict[str, Session] = {}
     self._free = list(range(self.max_sessions))
@@ -181,7 +180,7 @@ class Engine:
         for chunk_len in (length, length + 1):
           chunk = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, chunk_len, left=True).items()}
           zeros = jnp.zeros(rows, jnp.int32)
-          _, self._pool, _ = self._act(self._state, self._pool, zeros + self._scratch, chunk, ranges,
+          _, self._pool, _ = self._act(self._params, self._pool, zeros + self._scratch, chunk, ranges,
                                        zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
                                        greedy=self.greedy)
           shapes += 1
@@ -264,7 +263,7 @@ class Engine:
     streams = [c for _, c in contexts] + [contexts[0][1]] * (rows - len(contexts))
     padded = {k: v[:, None] for k, v in stream_lib.pad(streams, length, left=True).items()}
     slots = [s.slot for s, _ in contexts] + [self._scratch] * (rows - len(contexts))
-    self._pool = self._prefill(self._state, self._pool, jnp.asarray(slots, jnp.int32), padded,
+    self._pool = self._prefill(self._params, self._pool, jnp.asarray(slots, jnp.int32), padded,
                                max_length=self.context_length)
     for session, _ in contexts:
       session.cache_len = length
@@ -282,7 +281,7 @@ class Engine:
     seeds = [r.session.seed for r in requests] + [0] * (rows - len(requests))
     steps = [r.session.steps for r in requests] + [0] * (rows - len(requests))
     tokens, self._pool, finite = self._act(
-        self._state, self._pool, jnp.asarray(slots, jnp.int32), chunk, jnp.asarray(requests[0].session.ranges),
+        self._params, self._pool, jnp.asarray(slots, jnp.int32), chunk, jnp.asarray(requests[0].session.ranges),
         jnp.asarray(seeds, jnp.uint32), jnp.asarray(steps, jnp.int32), jnp.float32(self.temperature),
         greedy=self.greedy)
     tokens, finite = np.asarray(tokens), np.asarray(finite)
