@@ -14,10 +14,14 @@ from the observation to the env action (tokenizing, the device, detokenizing).
             the numbers include, amortised, and also show apart; timed for each --roll_keeps value
   uncached  the baseline: a full causal pass over the whole L-token window for every action token
 
-Limit: a batch-1 step is memory-bound: it makes A = 4 decode calls (the observation chunk, then 3
-action tokens; the 4th action token rides in the next chunk), and each call reads every weight once and
-the whole KV cache once. The bandwidth is measured in the same run (a jitted sum over a 1 GiB array,
-best of 5), so limit = 4 * (weight bytes + cache bytes) / bandwidth, and the weights-only limit beside it.
+Limits: a batch-1 step makes A = 4 decode calls (the observation chunk of 41 positions, then 3 action
+tokens; the 4th action token rides in the next chunk), and each call reads every weight once and the
+whole KV cache once. The bandwidth is measured in the same run (a jitted sum over a 1 GiB array, best
+of 5): bandwidth limit = 4 * (weight bytes + cache bytes) / bandwidth (the weights-only limit beside
+it). The chunk call also multiplies 41 positions through every layer, which on a CPU takes longer than
+reading the weights once: the roofline takes, per call, the larger of its read time and its matmul
+FLOPs (2 * sequence-model params * positions + the output layer at one position) over the float32
+matmul peak measured in the same run (gato_jax/training/flops.py, one device).
 
 Server: bench/serving_load.py (gato-serve on loopback, N concurrent client sessions, greedy).
 
@@ -52,10 +56,11 @@ _ROLL_KEEPS = flags.DEFINE_list("roll_keeps", ["0.75", "0.5"], "GatoAgent.roll_k
                                  "(share of L kept at a re-prefill; the first is config.eval's default).")
 _SERVE_PRESETS = flags.DEFINE_list("serve_presets", ["tiny_demo"], "Presets to time through gato-serve.")
 _SESSIONS = flags.DEFINE_list("sessions", ["1", "4", "16", "64"], "Concurrent sessions through gato-serve.")
-_SERVE_STEPS = flags.DEFINE_integer("serve_steps", 6, "Timed steps per session through gato-serve.")
+_SERVE_STEPS = flags.DEFINE_integer("serve_steps", 20, "Timed steps per session through gato-serve.")
 _OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                            "Directory of acting.json / acting.md.")
 
+SPEC_CHUNK = 41  # positions of a step's first decode call: the last action token, 39 values, the separator
 SPEC = TaskSpec("metaworld_like", {"state": FieldSpec("continuous", (39,), mu_law=False)},
                 ActionSpec("continuous", (4,), (), (-1.0,) * 4, (1.0,) * 4))
 
@@ -134,18 +139,28 @@ def memory_bandwidth(gib: float = 1.0, reps: int = 5) -> float:
   return gib * 2**30 / best
 
 
-def step_limit(config, params: int, bandwidth: float) -> dict:
-  """The memory-bandwidth limit of one batch-1 step (module docstring), in ms."""
+def step_limit(config, params: int, matmul_params: int, bandwidth: float, peak_flops: float) -> dict:
+  """The limits of one batch-1 step (module docstring), in ms: bandwidth only, and the roofline."""
   m = config.model
   calls = SPEC.action.size
   weights = 4 * params  # float32
   cache = 2 * m.num_layers * int(config.data.sequence_length) * m.num_heads * m.head_dim * 4
+  # Tokens through the matmuls per call: the chunk (the last action token, 39 values, the separator)
+  # then one action token per call; the output layer at the last position of each call only.
+  tokens = [SPEC_CHUNK] + [1] * (calls - 1)
+  call_flops = [2 * matmul_params * t + 2 * m.embed_dim * _vocab_size(config) for t in tokens]
+  read_s = (weights + cache) / bandwidth
+  roofline_s = sum(max(read_s, f / peak_flops) for f in call_flops)
   return {"decode_calls": calls, "weight_bytes": weights, "cache_bytes": cache,
-          "limit_ms": 1e3 * calls * (weights + cache) / bandwidth,
-          "weights_only_limit_ms": 1e3 * calls * weights / bandwidth}
+          "limit_ms": 1e3 * calls * read_s, "weights_only_limit_ms": 1e3 * calls * weights / bandwidth,
+          "step_flops": float(sum(call_flops)), "roofline_ms": 1e3 * roofline_s}
 
 
-def bench_preset(preset: str, bandwidth: float) -> dict:
+def _vocab_size(config) -> int:
+  return VocabLayout.from_config(config.vocab).vocab_size
+
+
+def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from gato_jax.acting.agent import GatoAgent  # pylint: disable=g-import-not-at-top
   config = load_config(preset)
@@ -162,6 +177,7 @@ def bench_preset(preset: str, bandwidth: float) -> dict:
     logging.warning("%s: %s", preset, row["error"])
     return row
   row["params"] = int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  row["sequence_model_params"] = int(sum(x.size for x in jax.tree.leaves(nnx.state(model.sequence_model, nnx.Param))))
   row["init_s"] = time.perf_counter() - start
   rng = np.random.default_rng(0)
   agent = functools.partial(GatoAgent, model, layout, SPEC, context_length=length, greedy=True)
@@ -179,13 +195,15 @@ def bench_preset(preset: str, bandwidth: float) -> dict:
     row["uncached"] = time_agent(agent(use_cache=False), rng, 1, _UNCACHED_STEPS.value)
   logging.info("%s uncached: %s", preset, row["uncached"])
   row["speedup"] = {k: row["uncached"]["ms_mean"] / c["ms_mean"] for k, c in row["cached"].items()}
-  row["limit"] = step_limit(config, row["params"], bandwidth)
+  row["limit"] = step_limit(config, row["params"], row["sequence_model_params"], bandwidth, peak_flops)
   first = next(iter(row["cached"].values()))
-  row["limit"]["x_limit"] = first.get("ms_mean_without_roll", first["ms_mean"]) / row["limit"]["limit_ms"]
+  step_ms = first.get("ms_mean_without_roll", first["ms_mean"])
+  row["limit"]["x_limit"] = step_ms / row["limit"]["limit_ms"]
+  row["limit"]["x_roofline"] = step_ms / row["limit"]["roofline_ms"]
+  row["limit"]["hz"] = 1e3 / step_ms
   if preset in _SERVE_PRESETS.value:
     counts = [int(n) for n in _SESSIONS.value]
-    row["server"] = serving_load.bench_server(model, preset, counts, warmup=3, steps=_SERVE_STEPS.value,
-                                             prime_steps=length // 44 + 3)
+    row["server"] = serving_load.bench_server(model, preset, counts, warmup=length // 44 + 3, steps=_SERVE_STEPS.value)
     logging.info("%s server: %s", preset, row["server"])
   del model, agent
   return row
@@ -211,30 +229,54 @@ def markdown(result: dict) -> str:
       lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['context']} | {keep} | {c['ms_mean']:.1f} | "
                    f"{c['rolls']} / {c['steps']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | "
                    f"{u['ms_mean']:.1f} ({u.get('method', str(u['steps']) + ' steps')}) | {r['speedup'][keep]:.1f}x |")
-  lines += ["", f"Memory bandwidth measured in this run: {result['bandwidth_gb_s']:.1f} GB/s (module docstring).", "",
-            "| preset | batch-1 ms/step (cached, no roll) | limit ms (weights + cache) | weights-only limit ms | "
-            "x limit |", "| --- | ---: | ---: | ---: | ---: |"]
+  lines += ["", f"Measured in this run: memory bandwidth {result['bandwidth_gb_s']:.1f} GB/s, float32 matmul peak "
+            f"{result['peak_gflops']:.0f} GFLOP/s (module docstring).", "",
+            "| preset | batch-1 ms/step (cached, no roll) | Hz | bandwidth limit ms (weights + cache) | x | "
+            "roofline ms (each call: bandwidth or compute) | x | weights-only limit ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for r in result["presets"]:
     if "limit" in r:
-      c = next(iter(r["cached"].values()))
-      lines.append(f"| {r['preset']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | "
-                   f"{r['limit']['limit_ms']:.1f} | {r['limit']['weights_only_limit_ms']:.1f} | "
-                   f"{r['limit']['x_limit']:.1f}x |")
+      c, lim = next(iter(r["cached"].values())), r["limit"]
+      lines.append(f"| {r['preset']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | {lim['hz']:.1f} | "
+                   f"{lim['limit_ms']:.1f} | {lim['x_limit']:.1f}x | {lim['roofline_ms']:.1f} | "
+                   f"{lim['x_roofline']:.1f}x | {lim['weights_only_limit_ms']:.1f} |")
+  lines += ["", twenty_hz(result)]
   served = [r for r in result["presets"] if r.get("server")]
   if served:
-    lines += ["", "Through gato-serve (loopback HTTP, greedy, N sessions stepping at once):", "",
-              "| preset | sessions | actions/s | x one session | ms/step p50 | p90 |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "Through gato-serve (loopback HTTP, greedy, N sessions stepping at once; clients in one process "
+              "on the same 2 cores):", "",
+              "| preset | task | sessions | actions/s | x one session | ms/step p50 | p90 |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in served:
-      one = r["server"][0]["actions_per_s"]
+      one = {}
       for s_ in r["server"]:
-        lines.append(f"| {r['preset']} | {s_['sessions']} | {s_['actions_per_s']:.1f} | "
-                     f"{s_['actions_per_s'] / one:.1f}x | {s_['ms_p50']:.0f} | {s_['ms_p90']:.0f} |")
+        one.setdefault(s_["task"], s_["actions_per_s"])
+        lines.append(f"| {r['preset']} | {s_['task']} | {s_['sessions']} | {s_['actions_per_s']:.1f} | "
+                     f"{s_['actions_per_s'] / one[s_['task']]:.1f}x | {s_['ms_p50']:.0f} | {s_['ms_p90']:.0f} |")
   lines += ["", "Cached: the observation chunk and each action token through the KV cache; a full window "
             "is re-prefilled with the prompt and the latest steps within roll_keep x L (that prefill is in "
             "the amortised column). Re-encoding: one full causal pass over the L-token window per action "
             "token. A step is 44 tokens, so the tiny preset's 256-token window (half of it prompt) must "
             "be re-prefilled every step or two: there the prefill, not the cache, sets the cost."]
   return "\n".join(lines) + "\n"
+
+
+# HBM bandwidth per chip of the TPU targets of bench/fit_table.py (public spec sheets), bytes/s.
+TPU_HBM = {"v5e": 819e9, "v5p": 2765e9, "v6e": 1640e9}
+
+
+def twenty_hz(result: dict) -> str:
+  """How large a model acts at 20 Hz (50 ms a step): measured here, and the bandwidth bound on TPUs."""
+  fast = [r for r in result["presets"] if "limit" in r and r["limit"]["hz"] >= 20]
+  here = (f"the largest preset measured at 20 Hz or more is {fast[-1]['preset']} ({fast[-1]['params'] / 1e6:.0f}M, "
+          f"{fast[-1]['limit']['hz']:.0f} Hz)" if fast else "no measured preset reaches 20 Hz")
+  bound = lambda bandwidth, nbytes: 0.05 * bandwidth / (SPEC.action.size * nbytes)  # params read 4x per step
+  tpus = ", ".join(f"{k} ~{bound(v, 2) / 1e9:.1f}B" for k, v in TPU_HBM.items())
+  return (f"20 Hz (50 ms a step, 4 decode calls each reading every weight): on this machine {here}; its "
+          f"bandwidth alone bounds a float32 model at ~{bound(result['bandwidth_gb_s'] * 1e9, 4) / 1e6:.0f}M "
+          f"parameters. On one TPU chip with bfloat16 weights the same bound is {tpus} parameters "
+          "(HBM bandwidth from the spec sheets; the compile-only act_step of bench/fit_table.py says such a "
+          "step fits in memory, not how fast it runs: an estimate, not a measurement).")
 
 
 def main(argv):
@@ -244,11 +286,14 @@ def main(argv):
                         "devices": jax.device_count(), "load_average": [round(x, 2) for x in os.getloadavg()]},
             "task": "Meta-World-shaped: 39 continuous observation tokens + separator + 4 continuous action tokens",
             "presets": []}
+  from gato_jax.training import flops  # pylint: disable=g-import-not-at-top
   result["bandwidth_gb_s"] = memory_bandwidth() / 1e9
-  logging.info("memory bandwidth: %.1f GB/s", result["bandwidth_gb_s"])
+  result["peak_gflops"] = flops.measure_host_flops("float32", num_devices=1) / 1e9
+  logging.info("memory bandwidth: %.1f GB/s; float32 matmul peak %.0f GFLOP/s", result["bandwidth_gb_s"],
+               result["peak_gflops"])
   for preset in _PRESETS.value:
     logging.info("benchmarking %s", preset)
-    result["presets"].append(bench_preset(preset, result["bandwidth_gb_s"] * 1e9))
+    result["presets"].append(bench_preset(preset, result["bandwidth_gb_s"] * 1e9, result["peak_gflops"] * 1e9))
   results_io.write_results(_OUT.value, "acting", result, markdown(result))
 
 

@@ -124,4 +124,5 @@ def test_idle_sessions_are_evicted_and_sigterm_stops_gracefully(checkpoint, tmp_
     status = served.stop(signal.SIGTERM)
   assert status == 0, served.output()[-2000:]
   assert "gato-serve: stopped" in served.output()
-  assert "cartpole: 4 step shapes compiled" in served.output()  # row buckets 1, 2 x two chunk lengths
+  # Row buckets 1, 2: a step for each of two chunk lengths and one re-prefill each.
+  assert "cartpole: 6 shapes compiled (steps and re-prefills)" in served.output()

@@ -42,6 +42,8 @@ _SENTENCEPIECE = flags.DEFINE_string("sentencepiece_model", None, "The .model fi
 _GREEDY = flags.DEFINE_bool("greedy", None, "Argmax actions (default: the config's eval.greedy).")
 _TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature (default: eval.temperature).")
 _CONTEXT = flags.DEFINE_integer("context_length", None, "Tokens of context per session (default: as gato-eval).")
+_BATCH_WAIT = flags.DEFINE_float("batch_wait_ms", 2.0, "After a request arrives, wait up to this long for the "
+                                 "other open sessions' next steps, so they share one device call.")
 
 
 def tokenizers(layout, options, sentencepiece_model):
@@ -77,7 +79,7 @@ def build_engine() -> tuple[Engine, dict]:
   return Engine(loaded.model, loaded.layout, max_sessions=_MAX_SESSIONS.value,
                 context_length=settings["context_length"], prompt_tokens=settings["prompt_tokens"],
                 greedy=settings["greedy"], temperature=settings["temperature"], roll_keep=settings["roll_keep"],
-                tokenizer_for=tokenizers(loaded.layout, loaded.model.options, _SENTENCEPIECE.value)), info
+                batch_wait_s=_BATCH_WAIT.value / 1e3, tokenizer_for=tokenizers(loaded.layout, loaded.model.options, _SENTENCEPIECE.value)), info
 
 
 def main(argv) -> None:
@@ -99,7 +101,7 @@ def main(argv) -> None:
     cli_flags.fail(str(e), 1)
   try:
     for task in _WARM.value:
-      logging.info("gato-serve: %s: %d step shapes compiled", task, engine.warm(task))
+      logging.info("gato-serve: %s: %d shapes compiled (steps and re-prefills)", task, engine.warm(task))
   except RequestError as e:
     cli_flags.fail(f"--warm_tasks: {e}", 1)
   port = sock.getsockname()[1]

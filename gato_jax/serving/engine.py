@@ -7,6 +7,12 @@ each is at. Per session, the window rule is GatoAgent's (acting/agent.py): befor
 not fit, its slot is re-prefilled with its prompt and latest whole steps within roll_keep * L. Each
 session samples with its own key (its seed folded with its step), so its actions do not depend on
 which sessions share a call.
+
+Batching: the loop wakes on the first queued step and then waits up to `batch_wait_s` for the other
+open sessions' steps (it stops waiting as soon as every open, idle session has one queued), so
+sessions stepping in lockstep share a call instead of the first arrival always going alone.
+Compiled shapes: rows are rounded up to a power of two, and every re-prefill fills a slot to the same
+length (the whole roll budget, left-padded), so `warm` compiles every shape a task will need.
 """
 
 import concurrent.futures
@@ -63,20 +69,23 @@ class _Request:
 
 
 def _bucket(n: int) -> int:
-  """Rows per call rounded up to a power of two: a handful of compiled shapes for any load."""
-  return 1 << max(0, (n - 1).bit_length())
+  """Rows per call rounded up to a power of two, at least 2: a handful of compiled shapes for any load.
+  (With one row XLA:CPU turned the pool's gather / scatter into slices that copied the whole pool:
+  a tiny-model step took 20 ms alone and 5 ms as one of 16.)"""
+  return 1 << max(1, (n - 1).bit_length())
 
 
 class Engine:
   """Sessions over one model; `submit` queues a step, the loop thread runs it (see the module docstring)."""
 
   def __init__(self, model, layout, *, max_sessions: int, context_length: int, prompt_tokens: int,
-               greedy: bool, temperature: float, roll_keep: float = 0.75,
+               greedy: bool, temperature: float, roll_keep: float = 0.75, batch_wait_s: float = 0.002,
                tokenizer_for: Callable[[str], StepTokenizer], on_batch: Optional[Callable[[int, float], None]] = None):
     self.layout = layout
     self.max_sessions = int(max_sessions)
     self.context_length, self.prompt_tokens = int(context_length), int(prompt_tokens)
     self.greedy, self.temperature, self.roll_keep = bool(greedy), float(temperature), float(roll_keep)
+    self.batch_wait_s = float(batch_wait_s)
     self.tokenizer_for = tokenizer_for  # task name -> StepTokenizer, RequestError when unknown
     self.on_batch = on_batch  # (rows, seconds) after each call: the server's metrics
     graphdef, self._params = decode.split(model)
@@ -167,7 +176,8 @@ class Engine:
 
   def warm(self, task: str) -> int:
     """Compiles the step of `task` for every row bucket up to max_sessions and both chunk lengths (with
-    and without a pending action token), on the scratch slot: no compile stalls while serving. Tasks
+    and without a pending action token), and its re-prefill for every row bucket, on the scratch slot:
+    no compile stalls while serving. Tasks
     with text observations vary in length and compile on demand. Returns the shapes compiled."""
     tokenizer = self.tokenizer_for(task)
     if any(f.modality == "text" for _, f in tokenizer.spec.observation_fields()):
@@ -184,6 +194,12 @@ class Engine:
                                        zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
                                        greedy=self.greedy)
           shapes += 1
+        # The re-prefill of `rows` sessions (its length does not depend on the chunk: _roll_budget).
+        context = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, self._roll_budget(length, len(ranges)),
+                                                             left=True).items()}
+        self._pool = self._prefill(self._params, self._pool, jnp.full(rows, self._scratch, jnp.int32), context,
+                                   max_length=self.context_length)
+        shapes += 1
     return shapes
 
   def stop(self, timeout_s: float = 30.0) -> None:
@@ -202,6 +218,9 @@ class Engine:
       with self._lock:
         while not self._queue and not self._stopping:
           self._lock.wait()
+        deadline = time.monotonic() + self.batch_wait_s
+        while not self._stopping and not self._all_waiting() and time.monotonic() < deadline:
+          self._lock.wait(max(deadline - time.monotonic(), 0.0))
         if self._stopping:
           for r in self._queue:
             r.session.busy = False
@@ -215,6 +234,10 @@ class Engine:
       for requests in groups.values():
         for i in range(0, len(requests), self.max_sessions):
           self._step(requests[i:i + self.max_sessions])
+
+  def _all_waiting(self) -> bool:
+    """Every open session has a step queued (the lock is held): nothing more to wait for."""
+    return len(self._queue) >= len(self.sessions)
 
   def _step(self, requests: list[_Request]) -> None:
     """One decode call for sessions of one task (futures get the action or the error)."""
@@ -243,9 +266,13 @@ class Engine:
                     for r in requests)
     return chunk_len, chunk_len + len(requests[0].session.ranges) - 1
 
-  def _roll(self, sessions: list[Session], need: int) -> None:
+  def _roll_budget(self, observation_len: int, actions: int) -> int:
+    """Positions a re-prefill fills, whatever the sessions hold (one compiled shape per task): room is
+    left for the largest step, a pending action token + the observation + the other action tokens."""
+    return min(self.context_length - observation_len - actions, max(int(self.roll_keep * self.context_length), 0))
+
+  def _roll(self, sessions: list[Session], budget: int) -> None:
     """Refills the sessions' slots with their prompt and latest steps, in one call (or empties them)."""
-    budget = min(self.context_length - need, max(int(self.roll_keep * self.context_length), 0))
     contexts = []
     for session in sessions:
       context = session.history.context(budget)
@@ -257,8 +284,7 @@ class Engine:
         contexts.append((session, context))
     if not contexts:
       return
-    longest = max(len(c["tokens"]) for _, c in contexts)
-    length = min(decode.round_up(longest, decode.PREFILL_BUCKET), budget)
+    length = budget
     rows = _bucket(len(contexts))
     streams = [c for _, c in contexts] + [contexts[0][1]] * (rows - len(contexts))
     padded = {k: v[:, None] for k, v in stream_lib.pad(streams, length, left=True).items()}
@@ -270,7 +296,8 @@ class Engine:
 
   def _run(self, requests: list[_Request]) -> list[Any]:
     _, need = self._chunk_need(requests)
-    self._roll([r.session for r in requests if r.session.cache_len + need > self.context_length], need)
+    budget = self._roll_budget(max(len(r.observation["tokens"]) for r in requests), len(requests[0].session.ranges))
+    self._roll([r.session for r in requests if r.session.cache_len + need > self.context_length], budget)
     chunk_len, need = self._chunk_need(requests)
     rows = _bucket(len(requests))
     chunks = [r.session.history.chunk(r.observation) for r in requests]
