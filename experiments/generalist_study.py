@@ -79,13 +79,13 @@ def get_config():
   # 1.5x wider and 1.5x deeper (~3.4x the transformer's parameters; the patch ResNet is the same).
   # Steps: what fits the hour here. Measured on this shared machine: the small generalist runs ~0.4-0.5
   # steps/s (~3.5k tokens/s; the patch ResNet over every image position costs most of it) after ~70 s
-  # of start-up and compile, so 150 steps is ~6 min of generalist and as much again for the specialists.
-  # That is ~1.2M tokens over 26 tasks: far below the demo's 1000 steps on 3 tasks (see generalist.md).
+  # of start-up and compile, so 120 steps is ~5 min of generalist and as much again for the specialists.
+  # That is ~1M tokens over 26 tasks: far below the demo's 1000 steps on 3 tasks (see generalist.md).
   s.sizes = "small,large"
   s.small = ml_collections.ConfigDict({"num_layers": 2, "num_heads": 4, "embed_dim": 128, "mlp_dim": 512,
-                                       "steps": 150})
+                                       "steps": 120})
   s.large = ml_collections.ConfigDict({"num_layers": 3, "num_heads": 6, "embed_dim": 192, "mlp_dim": 768,
-                                       "steps": 150})
+                                       "steps": 120})
   # Evaluation episodes are capped at this many steps (Atari episodes run to 4500, dm_control and the
   # MuJoCo pendulums to 1000, CartPole 500, LunarLander 1000): a task's rollouts cost its longest
   # episode, and 200 steps still hold a swing-up, a Freeway crossing or two, a Pong volley. A capped task is scored against its

@@ -85,6 +85,12 @@ def test_the_generalist_study_runs_end_to_end_at_tiny_counts(tmp_path):
   assert "## Where the generalist falls behind" in markdown and "## Pixels that steer" in markdown
   assert "| cartpole (capped) | classic |" in markdown
   assert (out / "generalist.png").stat().st_size > 1000
-  # The trainings were separate processes on the study's mixtures; the generalist's had every task.
-  log = (tmp_path / "study" / "runs" / "small" / "generalist" / "train.log").read_text()
-  assert "babyai_gotolocal" in log and "captions" in log
+  # The trainings were separate processes on the study's mixtures and sizes (their own config.json).
+  runs = tmp_path / "study" / "runs"
+  for size in steps:
+    gen = json.loads((runs / size / "generalist" / "config.json").read_text())
+    assert set(t.split(":")[0] for t in gen["data"]["mixture"].split(",")) == set(control) | {"text", "captions"}
+    assert gen["num_train_steps"] == steps[size]
+    spec = json.loads((runs / size / "classic" / "config.json").read_text())
+    assert spec["data"]["mixture"].startswith("cartpole:") and "," not in spec["data"]["mixture"]
+  assert json.loads((runs / "large" / "babyai" / "config.json").read_text())["model"]["embed_dim"] == 192
