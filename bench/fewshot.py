@@ -25,22 +25,17 @@ Writes <out>/fewshot.json, fewshot.md and fewshot.png (default bench/results); r
 """
 
 import copy
-import glob
 import json
 import os
-import platform
-import re
 import shutil
-import subprocess
 import sys
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+from bench import results_io, study_runs  # noqa: E402  (the repository root is on sys.path now)
 
 from gato_jax import cli_flags  # pylint: disable=g-import-not-at-top
 
@@ -48,7 +43,7 @@ _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
 _OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                            "Directory of fewshot.json / fewshot.md / fewshot.png.")
-_GATO_DATA = flags.DEFINE_string("gato_data", os.path.join(os.path.dirname(sys.executable), "gato-data"),
+_GATO_DATA = flags.DEFINE_string("gato_data", study_runs.GATO_DATA,
                                  "The gato-data executable that builds missing datasets.")
 DEFAULT_WORKDIR = "demo_output/fewshot"
 
@@ -66,27 +61,8 @@ def data_dir_for(config, episodes: int) -> str:
   return base if episodes == max(episode_counts(config)) else f"{base}_{episodes}"
 
 
-def train_episodes(name: str, data_dir: str) -> int | None:
-  """Train-split size of a built dataset, None when it is not built."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  infos = sorted(glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")))
-  if not infos:
-    return None
-  return tfds.builder_from_directory(os.path.dirname(infos[-1])).info.splits["train"].num_examples
-
-
 def ensure_dataset(name: str, data_dir: str, episodes: int, validation: int) -> None:
-  """Builds `name` into data_dir unless it is there; refuses one built with another episode count."""
-  have = train_episodes(name, data_dir)
-  if have is None:
-    command = [_GATO_DATA.value, "build", f"--dataset={name}", f"--data_dir={data_dir}",
-               f"--episodes={episodes}", f"--validation_episodes={validation}", "--skip_built"]
-    logging.info("Building: %s", " ".join(command))
-    subprocess.run(command, check=True)
-    have = train_episodes(name, data_dir)
-  if have != episodes:
-    raise ValueError(f"{data_dir}/{name} has {have} train episodes, the study needs {episodes}: "
-                     "remove it or point config.data.data_dir elsewhere")
+  study_runs.ensure_dataset(name, data_dir, episodes, validation, gato_data=_GATO_DATA.value)
 
 
 def ensure_data(config) -> None:
@@ -112,41 +88,7 @@ def finetune_overrides(config, episodes: int, init_from: str) -> dict:
           "init_from": init_from}
 
 
-def _command(module: str, workdir: str, overrides: dict) -> list[str]:
-  """`python -m <module>` with the study's own --config and --config.* flags, then `overrides` (the
-  later flag wins). Every run is its own process: SeqIO's registries are per process and a task's
-  data_dir is fixed at registration."""
-  forwarded = [a for a in sys.argv[1:] if a.startswith("--config.")]
-  return ([sys.executable, "-m", module, f"--config={config_flags.get_config_filename(flags.FLAGS['config'])}", f"--workdir={workdir}"]
-          + forwarded + [f"--config.{k}={v}" for k, v in overrides.items()])
-
-
-def _run(command: list[str], log_path: str) -> str:
-  os.makedirs(os.path.dirname(log_path), exist_ok=True)
-  logging.info("Running: %s", " ".join(command))
-  with open(log_path, "w") as log:
-    done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-  with open(log_path) as f:
-    output = f.read()
-  if done.returncode:
-    tail = "\n".join(output.strip().splitlines()[-5:])
-    raise RuntimeError(f"{' '.join(command[:3])} exited with {done.returncode} (log {log_path}):\n{tail}")
-  return output
-
-
-_STEP_LINE = re.compile(r"^step (\d+)/\d+ .*?\| loss ([\d.]+) .*?\| action_acc ([\d.]+)", re.M)
-
-
-def train(workdir: str, overrides: dict) -> dict:
-  """gato-train on the study's config with `overrides`; its last logged loss and action accuracy."""
-  start = time.perf_counter()
-  output = _run(_command("gato_jax.train", workdir, overrides), os.path.join(workdir, "train.log"))
-  last = _STEP_LINE.findall(output)
-  if not last:
-    raise RuntimeError(f"no step line in {os.path.join(workdir, 'train.log')}")
-  step, loss, accuracy = last[-1]
-  return {"steps": int(step), "train_seconds": time.perf_counter() - start, "final_loss": float(loss),
-          "final_action_accuracy": float(accuracy)}
+train = study_runs.train
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -167,14 +109,8 @@ def evaluate(config, workdir: str) -> dict:
 
 def run_study(config, workdir: str) -> dict:
   """Every step of the module docstring; returns the JSON result."""
-  import jax  # pylint: disable=g-import-not-at-top
   started, load = time.time(), os.getloadavg()
-  # Every fine-tuning run compiles the same train step: each process after the first reads it from
-  # this cache (and evaluations, in this process, share theirs).
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.abspath(workdir), "jax_cache")
-  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
-  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  study_runs.use_compile_cache(workdir)
   runs_dir = os.path.join(os.path.abspath(workdir), "runs")
   shutil.rmtree(runs_dir, ignore_errors=True)
   ensure_data(config)
@@ -193,9 +129,7 @@ def run_study(config, workdir: str) -> dict:
       "held_out": config.fewshot.held_out, "pretrain_mixture": config.data.mixture,
       "pretrain": pretrain, "runs": runs, "config": json.loads(config.to_json_best_effort()),
       "wall_seconds": time.time() - started, "data_seconds": data_seconds,
-      "machine": {"cpus": os.cpu_count(), "platform": platform.machine(), "jax": jax.__version__,
-                  "devices": jax.device_count(), "backend": jax.default_backend(),
-                  "load_average_start": list(load), "load_average_end": list(os.getloadavg())},
+      "machine": study_runs.machine(load),
       "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
   }
 
