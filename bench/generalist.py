@@ -210,36 +210,6 @@ def rescore(entry: dict, reference: dict, config) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- evaluation
-def _validation_episodes(self, max_episodes: int = 0) -> list[dict]:
-  """gato_jax.evaluation.datasets.ControlDataset.validation_episodes, batching an episode's steps by the
-  task's step limit instead of 1 << 20: TensorFlow allocates the whole batch up front, and a million
-  96x96x3 Atari frames (28 GB) do not fit this machine (ResourceExhaustedError on the demo prompt).
-  Installed by run_study; the bug itself is reported, not fixed here (gato_jax is not this study's)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from gato_jax.evaluation import datasets  # pylint: disable=g-import-not-at-top
-  size = int(self.task.max_steps) + 8
-  ds = self.builder.as_dataset(split="validation", shuffle_files=False)
-  if max_episodes:
-    ds = ds.take(max_episodes)
-  episodes = []
-  for example in ds:
-    batches = list(tfds.as_numpy(example["steps"].batch(size)))
-    batch = batches[0] if len(batches) == 1 else {  # longer than the limit: join the pieces
-        k: _concat([b[k] for b in batches]) for k in batches[0]}
-    batch["observation"] = datasets._decode_text(batch["observation"], self.spec.observation)  # pylint: disable=protected-access
-    episodes.append({"steps": batch, "episode_id": int(example["episode_id"]),
-                     "episode_return": float(example["episode_return"])})
-  if not episodes:
-    raise datasets.EvaluationError(f"dataset {self.name!r}: the validation split is empty; rebuild it")
-  return episodes
-
-
-def _concat(parts):
-  if isinstance(parts[0], dict):
-    return {k: _concat([p[k] for p in parts]) for k in parts[0]}
-  return np.concatenate(parts, axis=0)
-
-
 def evaluate(config, size: str, workdir: str, tasks: list[str], references: dict, language: bool) -> dict:
   """Rollout scores of the workdir's last checkpoint on `tasks` (capped ones at the cap, rescored),
   and with `language` its validation loss on text and captions. In this process."""
@@ -312,8 +282,6 @@ def run_study(config, workdir: str, on_size=None) -> dict:
   size but the last)."""
   started, load = time.time(), os.getloadavg()
   study_runs.use_compile_cache(workdir)
-  from gato_jax.evaluation import datasets  # pylint: disable=g-import-not-at-top
-  datasets.ControlDataset.validation_episodes = _validation_episodes
   runs_dir = os.path.join(os.path.abspath(workdir), "runs")
   shutil.rmtree(runs_dir, ignore_errors=True)
   doms, share = domains(config), shares(config)

@@ -58,10 +58,20 @@ def _observation(rng, size: int):
   return {"state": rng.uniform(-0.5, 1.0, size).round(4).tolist()}
 
 
+def demonstration(task: str, rng, steps: int = 64) -> dict:
+  """A prompt episode of the task's shapes (random values: the bench measures speed, not skill)."""
+  size = TASKS[task]
+  action = (rng.uniform(-1, 1, (steps, 4)).astype(np.float32) if task == "metaworld_reach"
+            else rng.integers(0, 2, steps).astype(np.int64))
+  return {"steps": {"observation": {"state": rng.uniform(-0.5, 1.0, (steps, size)).astype(np.float32)},
+                    "action": action, "reward": np.zeros(steps, np.float32)}}
+
+
 def throughput(url: str, task: str, sessions: int, warmup: int, steps: int) -> dict:
-  """N sessions of `task` stepping at once; every session's steps are timed between two barriers."""
+  """N sessions of `task`, each prompted with a demonstration as gato-eval does, stepping at once;
+  every session's steps are timed between two barriers."""
   client = Client(url, timeout_s=600, pool_size=max(sessions, 1))
-  ids = [client.create(task, seed=i) for i in range(sessions)]
+  ids = [client.create(task, prompt=demonstration(task, np.random.default_rng(i)), seed=i) for i in range(sessions)]
   size = TASKS[task]
   barrier = threading.Barrier(sessions + 1)
   latencies = []

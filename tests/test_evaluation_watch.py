@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gato_jax.evaluation import evaluator as evaluator_lib, task_choice
+from gato_jax.evaluation import datasets, evaluator as evaluator_lib, task_choice
 from testlib import data_testing as data_testing
 from testlib import eval_testing as testing
 from gato_jax.evaluation.datasets import EvaluationError
@@ -104,6 +104,21 @@ def pole_data_dir(tmp_path_factory):
   data_dir = tmp_path_factory.mktemp("pole_data")
   data_testing.build_control_dataset(data_dir, data_testing.cartpole_like_spec(), {"train": 2, "validation": 1})
   return str(data_dir)
+
+
+def test_demonstrations_read_in_pieces_equal_one_read():
+  """Episodes are read in pieces of the step limit (one batch of 1 << 20 steps asked TF for 28 GB on
+  Atari frames): joined, the pieces are the episode, nested fields and text included."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  steps = tf.data.Dataset.from_tensor_slices({
+      "observation": {"image": np.arange(7 * 4, dtype=np.uint8).reshape(7, 2, 2), "mission": [b"go"] * 7},
+      "reward": np.linspace(0, 1, 7, dtype=np.float32)})
+  whole, pieces = datasets.read_steps(steps, 100), datasets.read_steps(steps, 3)
+  assert len(whole["reward"]) == 7
+  for (path, x), (other, y) in zip(jax.tree_util.tree_flatten_with_path(whole)[0],
+                                   jax.tree_util.tree_flatten_with_path(pieces)[0]):
+    assert path == other
+    np.testing.assert_array_equal(x, y)
 
 
 def test_unknown_tasks_are_refused(pole_data_dir):

@@ -3,7 +3,7 @@ observation chunk, then every action token) in one jitted call, with or without 
 same step over a pool of per-session caches (`pool_act`, the server's batch).
 
 Episodes of a batch (`act_step`) advance in lockstep through one cache whose index is shared by the
-batch. A pool (`init_pool`, `pool_act`, `pool_prefill`) is one cache per session stacked on a leading
+batch. A pool (`init_pool`, `pool_act`, `pool_extend`) is one cache per session stacked on a leading
 slot axis, each with its own index, so sessions that started at different times share one device call:
 `act_step` is vmapped over the slots a call gathers.
 
@@ -129,11 +129,18 @@ def init_pool(graphdef, params, *, slots, max_length):
   return jax.tree.map(lambda x: jnp.zeros((slots,) + x.shape, x.dtype), cache)
 
 
-def pool_prefill(graphdef, params, pool, slots, contexts, *, max_length):
-  """Slots [N] of the pool refilled with contexts [N, 1, C] (sessions' prompts and latest steps)."""
+def pool_extend(graphdef, params, pool, slots, starts, contexts):
+  """Slots [N] of the pool continued from slot positions `starts` [N] with contexts [N, 1, C]: what the
+  slot held before `start` stays and is attended (a session's prompt, kept across window rolls);
+  start 0 refills the slot (a prefill). Slots at or past start + C are never attended afterwards."""
   model, layers = merge(graphdef, params)
-  caches = jax.vmap(lambda context: model.prefill(context, max_length=max_length, last_only=True,
-                                                  layers=layers)[1])(contexts)
+  caches = jax.tree.map(lambda p: p[slots], pool)
+  caches = caches.replace(index=starts)
+
+  def extend(cache, context):
+    return model.decode(context, cache, last_only=True, layers=layers)[1]
+
+  caches = jax.vmap(extend)(caches, contexts)
   return jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)
 
 

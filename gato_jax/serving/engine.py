@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.acting import decode
+from gato_jax.acting import prompts as prompts_lib
 from gato_jax.acting.prompts import History, StepTokenizer
 from gato_jax.tokenizers import action_from_tokens, action_token_ranges
 from gato_jax.tokenizers import stream as stream_lib
@@ -55,6 +56,7 @@ class Session:
   steps: int = 0
   busy: bool = False  # an act request is in flight (one at a time per session)
   closed: bool = False  # closed while busy: its slot is freed when the request is done
+  prefix: int = -1  # slots [0, prefix) of its cache hold its prompt, kept across rolls (-1: not there)
 
   @property
   def task(self) -> str:
@@ -91,8 +93,11 @@ class Engine:
     graphdef, self._params = decode.split(model)
     self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy",),
                         donate_argnames=("pool",))
-    self._prefill = jax.jit(functools.partial(decode.pool_prefill, graphdef), static_argnames=("max_length",),
-                            donate_argnames=("pool",))
+    self._extend = jax.jit(functools.partial(decode.pool_extend, graphdef), donate_argnames=("pool",))
+    # A prompt stays in its slot across window rolls, and only the kept steps are recomputed after
+    # it: exact when positions are not embedded (position_embedding "none": a slot's attention does
+    # not depend on where it sits), and it saves recomputing prompt_tokens positions per roll.
+    self.keeps_prompt = model.options.position_embedding == "none"
     self._clear = jax.jit(decode.pool_clear, donate_argnames=("pool",))
     # One slot more than sessions: padding rows of a call read and write it, no session owns it.
     self._pool = jax.jit(functools.partial(decode.init_pool, graphdef), static_argnames=("slots", "max_length"))(
@@ -194,12 +199,12 @@ class Engine:
                                        zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
                                        greedy=self.greedy)
           shapes += 1
-        # The re-prefill of `rows` sessions (its length does not depend on the chunk: _roll_budget).
-        context = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, self._roll_budget(length, len(ranges)),
-                                                             left=True).items()}
-        self._pool = self._prefill(self._params, self._pool, jnp.full(rows, self._scratch, jnp.int32), context,
-                                   max_length=self.context_length)
-        shapes += 1
+        # The re-prefills of `rows` sessions (lengths do not depend on the chunk: _roll_lengths).
+        for context_len in self._roll_lengths(self._roll_budget(length, len(ranges))):
+          context = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, context_len, left=True).items()}
+          self._pool = self._extend(self._params, self._pool, jnp.full(rows, self._scratch, jnp.int32),
+                                    jnp.zeros(rows, jnp.int32), context)
+          shapes += 1
     return shapes
 
   def stop(self, timeout_s: float = 30.0) -> None:
@@ -271,28 +276,46 @@ class Engine:
     left for the largest step, a pending action token + the observation + the other action tokens."""
     return min(self.context_length - observation_len - actions, max(int(self.roll_keep * self.context_length), 0))
 
+  def _keeps_prompt(self, budget: int) -> bool:
+    return self.keeps_prompt and 0 < self.prompt_tokens < budget
+
+  def _roll_lengths(self, budget: int) -> set[int]:
+    """The context lengths a roll feeds: the whole budget (a slot without a kept prompt), and with
+    kept prompts, the prompt (its first fill) and the budget after it (its later rolls)."""
+    return {budget} | ({self.prompt_tokens, budget - self.prompt_tokens} if self._keeps_prompt(budget) else set())
+
   def _roll(self, sessions: list[Session], budget: int) -> None:
-    """Refills the sessions' slots with their prompt and latest steps, in one call (or empties them)."""
-    contexts = []
+    """Refills the sessions' slots, grouped by context length (or empties them): the first fill of a
+    prompted slot is its prompt at [0, prompt_tokens), later rolls recompute only the latest steps after
+    it; without a kept prompt, the prompt and the latest steps fill [0, budget)."""
+    groups: dict[int, list] = {}
     for session in sessions:
-      context = session.history.context(budget)
-      session.history.pending = None
-      if context is None:  # nothing yet: an empty slot
-        self._pool = self._clear(self._pool, session.slot)
-        session.cache_len = 0
+      history, start = session.history, 0
+      history.pending = None
+      if self._keeps_prompt(budget) and history.prompt and session.prefix < 0:  # first fill: the prompt
+        context, length = stream_lib.concat(history.prompt), self.prompt_tokens
+        session.prefix = self.prompt_tokens
+      elif self._keeps_prompt(budget) and session.prefix > 0:  # the prompt stays; the latest steps after it
+        start, length = session.prefix, budget - session.prefix
+        steps = prompts_lib.latest(history.steps, length)
+        context = stream_lib.concat(steps) if steps else None  # None: all PAD, never attended
       else:
-        contexts.append((session, context))
-    if not contexts:
-      return
-    length = budget
-    rows = _bucket(len(contexts))
-    streams = [c for _, c in contexts] + [contexts[0][1]] * (rows - len(contexts))
-    padded = {k: v[:, None] for k, v in stream_lib.pad(streams, length, left=True).items()}
-    slots = [s.slot for s, _ in contexts] + [self._scratch] * (rows - len(contexts))
-    self._pool = self._prefill(self._params, self._pool, jnp.asarray(slots, jnp.int32), padded,
-                               max_length=self.context_length)
-    for session, _ in contexts:
-      session.cache_len = length
+        context, length = history.context(budget), budget
+        if context is None:  # nothing yet: an empty slot
+          self._pool = self._clear(self._pool, session.slot)
+          session.cache_len = 0
+          continue
+      groups.setdefault(length, []).append((session, start, context))
+    for length, members in groups.items():
+      rows = _bucket(len(members))
+      members += [(None, 0, members[0][2])] * (rows - len(members))  # padding rows: the scratch slot
+      padded = {k: v[:, None] for k, v in stream_lib.pad([c for _, _, c in members], length, left=True).items()}
+      slots = [self._scratch if s is None else s.slot for s, _, _ in members]
+      self._pool = self._extend(self._params, self._pool, jnp.asarray(slots, jnp.int32),
+                                jnp.asarray([start for _, start, _ in members], jnp.int32), padded)
+      for session, start, _ in members:
+        if session is not None:
+          session.cache_len = start + length
 
   def _run(self, requests: list[_Request]) -> list[Any]:
     _, need = self._chunk_need(requests)
