@@ -66,11 +66,12 @@ class GatoAgent:
     self._ranges = np.asarray(action_token_ranges(spec.action, layout), np.int32).reshape(-1, 2)
     self._rng = jax.random.key(seed)
     graphdef, self._params = decode.split(model)
-    self._prefill_and_act = jax.jit(functools.partial(decode.prefill_and_act, graphdef),
+    vocab = decode.vocab_window(self._ranges)  # the only logits acting samples from
+    self._prefill_and_act = jax.jit(functools.partial(decode.prefill_and_act, graphdef, vocab=vocab),
                                     static_argnames=("max_length", "greedy"))
     self._init_cache = jax.jit(functools.partial(decode.init_cache, graphdef),
                                static_argnames=("batch_size", "max_length"))
-    self._act_cached = jax.jit(functools.partial(decode.act_cached, graphdef), static_argnames=("greedy",),
+    self._act_cached = jax.jit(functools.partial(decode.act_cached, graphdef, vocab=vocab), static_argnames=("greedy",),
                                donate_argnames=("cache",))
     self._act_uncached = jax.jit(functools.partial(decode.act_uncached, graphdef), static_argnames=("greedy",))
     self._histories: list[History] = []

@@ -14,6 +14,7 @@ step is bound by reading the weights, and XLA:CPU copies slices of a stacked wei
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from gato_jax.model import split_layers
@@ -58,42 +59,53 @@ def init_cache(graphdef, params, *, batch_size, max_length):
   return merge(graphdef, params)[0].init_cache(batch_size, max_length)
 
 
-def act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy: bool):
+def vocab_window(ranges) -> tuple[int, int]:
+  """(start, size) of the ids a task's action tokens can take ([A, 2] ranges): the only logits acting
+  needs (Gato.logits reads only those rows of the output layer)."""
+  ranges = np.asarray(ranges).reshape(-1, 2)
+  start = int(ranges[:, 0].min())
+  return start, int(ranges[:, 1].max()) - start
+
+
+def act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy: bool, vocab=None):
   """Chunk [B, S] into the cache, then the A action tokens one at a time: ([B, A] ids, cache).
 
   The chunk is the previous step's last action token (when it is not in the cache yet), the
   observation and the separator. This step's last action token is sampled but not written: it opens
   the next step's chunk, which saves one decode call per step (half of them for 1-token actions).
   """
-  logits, cache = model.decode(chunk, cache, last_only=True, layers=layers)
+  start = 0 if vocab is None else vocab[0]
+  ranges = ranges - start  # ids relative to the logits' first one
+  logits, cache = model.decode(chunk, cache, last_only=True, layers=layers, vocab=vocab)
 
   def one_token(carry, xs):
     logits, cache, finite = carry
     (lo, hi), key = xs
-    token = sample_restricted(logits[:, -1], lo, hi, key, temperature, greedy)
+    token = sample_restricted(logits[:, -1], lo, hi, key, temperature, greedy) + start
     finite &= jnp.isfinite(logits).all()
     logits, cache = model.decode(token_features(token, TokenKind.ACTION), cache,
-                                 last_only=True, layers=layers)
+                                 last_only=True, layers=layers, vocab=vocab)
     return (logits, cache, finite), token
 
   keys = jax.random.split(rng, ranges.shape[0])
   # Unrolled: a loop would carry the cache, which XLA:CPU then copies every iteration.
   (logits, cache, finite), tokens = jax.lax.scan(one_token, (logits, cache, jnp.bool_(True)),
                                                  ((ranges[:-1, 0], ranges[:-1, 1]), keys[:-1]), unroll=True)
-  last = sample_restricted(logits[:, -1], ranges[-1, 0], ranges[-1, 1], keys[-1], temperature, greedy)
+  last = sample_restricted(logits[:, -1], ranges[-1, 0], ranges[-1, 1], keys[-1], temperature, greedy) + start
   finite &= jnp.isfinite(logits).all()
   return jnp.concatenate([tokens.T, last[:, None]], axis=1), cache, finite
 
 
-def act_cached(graphdef, params, cache, chunk, ranges, rng, temperature, *, greedy):
-  return act_step(*merge(graphdef, params), cache, chunk, ranges, rng, temperature, greedy)
+def act_cached(graphdef, params, cache, chunk, ranges, rng, temperature, *, greedy, vocab=None):
+  return act_step(*merge(graphdef, params), cache, chunk, ranges, rng, temperature, greedy, vocab)
 
 
-def prefill_and_act(graphdef, params, context, chunk, ranges, rng, temperature, *, max_length, greedy):
+def prefill_and_act(graphdef, params, context, chunk, ranges, rng, temperature, *, max_length, greedy,
+                    vocab=None):
   """A fresh cache of `max_length` slots filled with `context` [B, C], then a step: one dispatch."""
   model, layers = merge(graphdef, params)
   _, cache = model.prefill(context, max_length=max_length, last_only=True, layers=layers)
-  return act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy)
+  return act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy, vocab)
 
 
 def act_uncached(graphdef, params, window, lengths, ranges, rng, temperature, *, greedy):
@@ -149,7 +161,7 @@ def pool_clear(pool, slot):
   return jax.tree.map(lambda p: p.at[slot].set(jnp.zeros_like(p[slot])), pool)
 
 
-def pool_act(graphdef, params, pool, slots, chunks, ranges, seeds, steps, temperature, *, greedy):
+def pool_act(graphdef, params, pool, slots, chunks, ranges, seeds, steps, temperature, *, greedy, vocab=None):
   """One step of the sessions in `slots` [N]: chunks [N, 1, S] -> ([N, A] ids, pool, finite [N]).
 
   Each row samples with its own key, fold_in(key(seed), step), so a session's actions depend on its
@@ -161,7 +173,7 @@ def pool_act(graphdef, params, pool, slots, chunks, ranges, seeds, steps, temper
 
   def one(cache, chunk, seed, step):
     key = jax.random.fold_in(jax.random.key(seed), step)
-    return act_step(model, layers, cache, chunk, ranges, key, temperature, greedy)
+    return act_step(model, layers, cache, chunk, ranges, key, temperature, greedy, vocab)
 
   tokens, caches, finite = jax.vmap(one)(caches, chunks, seeds, steps)
   pool = jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)

@@ -208,7 +208,10 @@ class EmbeddingFunction(nnx.Module):
     rows = jnp.arange(batch)[:, None]
     return nan.at[rows, index].set(encoded, mode="drop")  # fill index == length is dropped
 
-  def attend(self, h):
-    """Tied output layer: logits h @ token_table.T in float32, [..., E] -> [..., vocab]."""
-    table = self.token_table.embedding[...].astype(h.dtype)
-    return jnp.einsum("...e,ve->...v", h, table, preferred_element_type=jnp.float32)
+  def attend(self, h, vocab: tuple[int, int] | None = None):
+    """Tied output layer: logits h @ token_table.T in float32, [..., E] -> [..., vocab] (with vocab=(start,
+    size): the rows start .. start + size - 1 only)."""
+    table = self.token_table.embedding[...]
+    if vocab is not None:
+      table = jax.lax.slice_in_dim(table, vocab[0], vocab[0] + vocab[1], axis=0)
+    return jnp.einsum("...e,ve->...v", h, table.astype(h.dtype), preferred_element_type=jnp.float32)

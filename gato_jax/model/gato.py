@@ -60,13 +60,17 @@ class Gato(nnx.Module):
     h, _ = self.sequence_model(x, rng=layers_rng, layers=layers)
     return self.logits(h)
 
-  def logits(self, h):
-    """Final hidden states [..., E] -> float32 logits over the shared vocabulary."""
+  def logits(self, h, vocab: tuple[int, int] | None = None):
+    """Final hidden states [..., E] -> float32 logits over the shared vocabulary, or with vocab=(start,
+    size) over ids start .. start + size - 1 only (acting samples action ids from one range: the rest
+    of the output layer, the text rows above all, need not be read)."""
     if self.head is None:
-      logits = self.embedding.attend(h)
+      logits = self.embedding.attend(h, vocab)
     else:
-      kernel = self.head.kernel[...].astype(h.dtype)
-      logits = jnp.einsum("...e,ev->...v", h, kernel, preferred_element_type=jnp.float32)
+      kernel = self.head.kernel[...]
+      if vocab is not None:
+        kernel = jax.lax.slice_in_dim(kernel, vocab[0], vocab[0] + vocab[1], axis=1)
+      logits = jnp.einsum("...e,ev->...v", h, kernel.astype(h.dtype), preferred_element_type=jnp.float32)
     return lg.constrain(logits, lg.LOGITS)
 
   def init_cache(self, batch_size: int, max_length: int | None = None, dtype=None) -> KVCache:
@@ -82,7 +86,8 @@ class Gato(nnx.Module):
     return KVCache(key=empty((rows, o.head_dim, max_length)), value=empty((rows, max_length, o.head_dim)),
                    valid=jnp.zeros((batch_size, max_length), bool), index=jnp.zeros((), jnp.int32))
 
-  def decode(self, features, cache: KVCache, *, last_only: bool = False, layers=None):
+  def decode(self, features, cache: KVCache, *, last_only: bool = False, layers=None,
+             vocab: tuple[int, int] | None = None):
     """Feeds a chunk of S >= 1 positions after what `cache` holds; returns (logits, cache).
 
     Deterministic (evaluation mode). logits: float32 [B, S, vocab] (or [B, 1, vocab] with
@@ -109,7 +114,7 @@ class Gato(nnx.Module):
     h, (keys, values) = self.sequence_model(x, cache=(cache.key, cache.value, mask, index), layers=layers)
     if last_only:
       h = h[:, -1:]
-    logits = self.logits(h)
+    logits = self.logits(h, vocab)
     overflow = index + length > cache.max_length
     logits = jnp.where(overflow, jnp.nan, logits)
     new_cache = KVCache(key=keys, value=values, valid=valid, index=index + length)

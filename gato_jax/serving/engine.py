@@ -91,7 +91,7 @@ class Engine:
     self.tokenizer_for = tokenizer_for  # task name -> StepTokenizer, RequestError when unknown
     self.on_batch = on_batch  # (rows, seconds) after each call: the server's metrics
     graphdef, self._params = decode.split(model)
-    self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy",),
+    self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy", "vocab"),
                         donate_argnames=("pool",))
     self._extend = jax.jit(functools.partial(decode.pool_extend, graphdef), donate_argnames=("pool",))
     # A prompt stays in its slot across window rolls, and only the kept steps are recomputed after
@@ -197,7 +197,7 @@ class Engine:
           zeros = jnp.zeros(rows, jnp.int32)
           _, self._pool, _ = self._act(self._params, self._pool, zeros + self._scratch, chunk, ranges,
                                        zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
-                                       greedy=self.greedy)
+                                       greedy=self.greedy, vocab=decode.vocab_window(ranges))
           shapes += 1
         # The re-prefills of `rows` sessions (lengths do not depend on the chunk: _roll_lengths).
         for context_len in self._roll_lengths(self._roll_budget(length, len(ranges))):
@@ -333,7 +333,7 @@ class Engine:
     tokens, self._pool, finite = self._act(
         self._params, self._pool, jnp.asarray(slots, jnp.int32), chunk, jnp.asarray(requests[0].session.ranges),
         jnp.asarray(seeds, jnp.uint32), jnp.asarray(steps, jnp.int32), jnp.float32(self.temperature),
-        greedy=self.greedy)
+        greedy=self.greedy, vocab=decode.vocab_window(requests[0].session.ranges))
     tokens, finite = np.asarray(tokens), np.asarray(finite)
     actions = []
     for row, r in enumerate(requests):
