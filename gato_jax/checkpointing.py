@@ -51,7 +51,7 @@ from gato_jax.checkpoint_files import (CONFIG, DATA_ITERATOR, METRICS, NAME_FORM
                                        export_params, load_params, metric_value, skipped_entries)
 from gato_jax.iterator_checkpoint import DataIteratorHandler, DataIteratorRestore, DataIteratorSave
 from gato_jax.iterator_checkpoint import IteratorMismatchError
-from gato_jax.storage_errors import _reason, is_disk_full, is_transient  # pylint: disable=unused-import
+from gato_jax.storage_errors import _reason, is_collective_error, is_disk_full, is_transient  # pylint: disable=unused-import
 
 ON_UNREADABLE = ("fallback", "restart", "fail")
 
@@ -85,6 +85,10 @@ def check_checkpoints_present(workdir, on_unreadable: str) -> None:
 _OK, _CORRUPT, _TRANSIENT = 0, 1, 2
 
 
+# As long as the slowest process may take to build its data iterator (a cold TFDS/SeqIO cache).
+OPEN_BARRIER_TIMEOUT_S = 1800
+
+
 class TrainCheckpointManager:
   """The run's Orbax CheckpointManager: keep policy, unreadable-checkpoint handling (module docstring),
   config record, disk-full errors that say the previous checkpoint is intact, and preemption."""
@@ -97,6 +101,9 @@ class TrainCheckpointManager:
     self._read_attempts, self._retry_backoff_s = max(1, read_attempts), retry_backoff_s
     self._saving: int | None = None  # the step of the save in flight, for error messages
     self._best = (best_metric, best_mode) if best_metric else None
+    # Orbax's manager runs a device collective as it opens; processes arrive from building their data
+    # at different times and CPU gloo gives up on a peer after 30 s, so they meet here first.
+    barrier("gato_checkpoints_open", timeout_s=OPEN_BARRIER_TIMEOUT_S)
     self._storage_retry(lambda: self._open(every_steps, keep_last, keep_every, async_save),
                         f"opening the checkpoint directory {self.directory}")
 
@@ -269,6 +276,8 @@ class TrainCheckpointManager:
       except IteratorMismatchError:
         raise
       except Exception as e:  # pylint: disable=broad-except  # classified below
+        if is_collective_error(e):
+          raise  # a peer's failure, not this checkpoint's: the caller reports a lost peer
         state, error = None, e
         outcome = _TRANSIENT if is_transient(e, self.directory / NAME_FORMAT.build_name(step)) else _CORRUPT
       outcome = _agree(outcome)  # the worst outcome of any process
@@ -340,7 +349,8 @@ def barrier(name: str, timeout_s: int = 600) -> None:
   and no CPU gloo connection that gives up after 30s). Every process must make the same calls in the
   same order; a counter keeps the service's barrier names unique."""
   if jax.process_count() > 1:
-    ocp.multihost.sync_global_processes(f"{name}_{next(_barrier_count)}", timeout=timeout_s)
+    # Not ocp.multihost.sync_global_processes: by default that is a device collective (gloo on CPU).
+    ocp.multihost.get_barrier_sync_fn()(key=f"{name}_{next(_barrier_count)}", timeout_ms=timeout_s * 1000)
 
 
 _barrier_count = itertools.count()

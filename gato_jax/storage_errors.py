@@ -26,9 +26,20 @@ def _reason(error: BaseException) -> str:
   return f"{type(error).__name__}: {(lines[0] if lines else '')[:300]}"
 
 
+# A collective between processes that failed is a peer's problem, never the storage's, and retrying it
+# alone desynchronises the processes (the others are not retrying): it is never transient here.
+_COLLECTIVE_TEXTS = ("Gloo", "CoordinationService", "coordination service", "collective")
+
+
+def is_collective_error(error: BaseException) -> bool:
+  return any(text in str(e) for e in _chain(error) for text in _COLLECTIVE_TEXTS)
+
+
 def is_transient(error: BaseException, step_dir: epath.Path) -> bool:
   """Whether a read error is the storage's (refused, away, full) rather than "the data is bad". A
   file not found counts as the data's only when its step directory is there and can be listed."""
+  if is_collective_error(error):
+    return False
   for e in _chain(error):
     if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
       return True

@@ -128,6 +128,16 @@ def test_not_found_is_corrupt_only_when_the_step_directory_is_there(tmp_path):
   assert checkpointing.is_transient(lost_file, step_dir)  # the directory is gone: storage
 
 
+def test_a_failed_collective_is_never_the_storage(tmp_path):
+  # What CPU gloo raised when a peer reached Orbax's first collective 30 s late: retrying it alone (the
+  # peer is not retrying) desynchronised the job, and it was reported as "fix the storage".
+  gloo = RuntimeError("UNKNOWN: Gloo context initialization failed: DEADLINE_EXCEEDED: GetKeyValue() timed "
+                      "out with key: cpu:gloo/0,2048/1 [type.googleapis.com/tensorflow.CoordinationServiceError='']")
+  assert checkpointing.is_collective_error(gloo)
+  assert not checkpointing.is_transient(gloo, tmp_path / "missing")
+  assert checkpointing.is_transient(RuntimeError("DEADLINE_EXCEEDED: gcs read"), tmp_path)
+
+
 def test_one_failed_read_is_no_proof_of_corruption(tmp_path, mesh, monkeypatch):
   _two_checkpoints(tmp_path, mesh)
   original, calls = ocp.CheckpointManager.restore, []

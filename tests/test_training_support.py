@@ -87,8 +87,8 @@ def run_train(workdir, *flags, env=None, devices=8, timeout=300, check=True, **p
   """`python -m gato_jax.train --config <this file>` in a fresh process with `devices` CPU devices."""
   cmd = [sys.executable, "-m", "gato_jax.train", f"--config={os.path.abspath(__file__)}",
          f"--workdir={workdir}", *flags]
-  full_env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO,
-                  XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **(env or {}))
+  full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO,
+              "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
   if popen:
     return subprocess.Popen(cmd, cwd=REPO, env=full_env, **popen)
   result = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -7,6 +7,7 @@ Host/device overlap: the loop never waits for a step it has just dispatched. The
 is checked after step s + 1 is queued, and metrics are fetched only at log steps.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -96,6 +97,19 @@ def _save_config_json(config, workdir: str) -> None:
       f.write(config.to_json_best_effort(indent=2))
 
 
+@contextlib.contextmanager
+def _collectives_at(what: str):
+  """A collective that fails before the first step, in a multi-process job, is a lost peer."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    raise PeerLostError(f"process {jax.process_index()} of {jax.process_count()}: a collective failed while "
+                        f"{what}, so another process died, lost contact or is far behind "
+                        f"({str(e).strip().splitlines()[0][:300]}); nothing was moved or deleted") from e
+
+
 def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
           loss_fn: step_lib.LossFn = step_lib.gato_loss, data_iterator=None,
           task_names=None, stop_after_steps: int | None = None,
@@ -129,19 +143,24 @@ def train(config, workdir: str, *, model_fn: state_lib.ModelFn | None = None,
   checkpointing.check_checkpoints_present(workdir, run.on_unreadable)
   init_from.check_before_writing(config, abstract_state.params, workdir)
   first_run = "://" not in workdir and not os.path.exists(os.path.join(workdir, "config.json"))
+  # Every process checks the workdir before the first writes to it (a late one would otherwise see
+  # the primary's config.json without checkpoints/ and call the run's checkpoints lost).
+  checkpointing.barrier("gato_workdir_checked", timeout_s=START_BARRIER_TIMEOUT_S)
   _save_config_json(config, workdir)
-  ckpt = checkpointing.TrainCheckpointManager(
-      os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
-      keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
-      async_save=config.checkpoint.async_save,
-      # Only a run that evaluates while it trains has scores to keep its best checkpoint by.
-      best_metric=run.best_metric if evaluators else "", best_mode=run.best_mode)
+  with _collectives_at("opening the checkpoints"):
+    ckpt = checkpointing.TrainCheckpointManager(
+        os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
+        keep_last=config.checkpoint.keep_last, keep_every=config.checkpoint.keep_every,
+        async_save=config.checkpoint.async_save,
+        # Only a run that evaluates while it trains has scores to keep its best checkpoint by.
+        best_metric=run.best_metric if evaluators else "", best_mode=run.best_mode)
   fresh = [iterator]  # the one built above serves the first restore attempt; later ones get new ones
   new_iterator = lambda: fresh.pop() if fresh else make_iterator()
   restore_iterator = config.checkpoint.restore_data_iterator
-  state, step, restored = ckpt.restore_latest(
-      abstract_state, make_iterator=new_iterator if restore_iterator else None,
-      on_unreadable=run.on_unreadable)
+  with _collectives_at("restoring the latest checkpoint"):
+    state, step, restored = ckpt.restore_latest(
+        abstract_state, make_iterator=new_iterator if restore_iterator else None,
+        on_unreadable=run.on_unreadable)
   iterator = restored if restore_iterator else iterator
   if state is None:
     state, step = create_state(model_fn, tx, mesh, model_def, config), 0
