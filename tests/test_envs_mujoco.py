@@ -12,7 +12,8 @@ from gato_jax.envs.control import SplitStats, generate_episodes
 TASKS = {task.name: task for task, _ in mujoco.TASKS}
 # Expert returns well past what random control gets (measured: data_pipelines/README.md).
 SOLVED = {"mujoco_inverted_pendulum": 1000.0, "mujoco_inverted_double_pendulum": 9300.0,
-          "mujoco_reacher": -8.0, "dmc_cartpole_swingup": 800.0, "dmc_point_mass_easy": 800.0}
+          "mujoco_reacher": -8.0, "dmc_cartpole_swingup": 800.0, "dmc_point_mass_easy": 800.0,
+          "dmc_reacher_easy": 150.0}  # 200 steps: the reach takes ~15
 
 
 def _returns(task, n, policy="expert", seed=1):
@@ -59,6 +60,29 @@ def test_pixels_are_a_64x64_camera_frame_also_next_to_tensorflow(tmp_path, forge
   frames = np.stack([s["observation"]["image"].numpy() for s in stored["steps"]])
   assert frames.shape == (5, 64, 64, 3) and frames.std() > 5
 
+
+
+@pytest.mark.slow  # a renderer process
+def test_the_reacher_camera_shows_the_target_where_this_episode_put_it():
+  # The target is a geom the task moves every episode, not part of the physics state: the renderer
+  # child must draw it where the episode's model has it, or the pixels hide the goal they are for.
+  task = TASKS["dmc_reacher_easy_pixels"]
+  env = task.make_env(0)
+  try:
+    for seed in (3, 4):
+      raw, _ = task.reset(env, seed)
+      image = task.observation_fn(raw, env)["image"].astype(int)
+      red = (image[..., 0] > 150) & (image[..., 1] < 110) & (image[..., 2] < 110)
+      rows, cols = np.nonzero(red)
+      assert len(rows) > 20, f"no target in the frame of seed {seed}"
+      # The fixed camera looks straight down from 0.75 m with a 45 degree field: 0.31 m to each edge.
+      x, y = env.physics.named.data.geom_xpos["target"][:2]
+      half = 0.75 * np.tan(np.radians(22.5))
+      expected = (32 - y / half * 32, 32 + x / half * 32)  # (row, column)
+      assert abs(rows.mean() - expected[0]) < 1.5 and abs(cols.mean() - expected[1]) < 1.5, \
+          (seed, rows.mean(), cols.mean(), expected)
+  finally:
+    env.close()
 
 
 @pytest.mark.slow  # a renderer process

@@ -35,7 +35,7 @@ def _suite(backend: str):
 
 
 def _serve(domain: str, task: str) -> None:
-  """The child: renders pickled (state, height, width, camera) requests from stdin to stdout."""
+  """The child: renders pickled (state, geom positions, height, width, camera) requests from stdin to stdout."""
   replies = os.fdopen(os.dup(1), "wb")
   os.dup2(2, 1)  # whatever the libraries print goes to stderr, not into the replies
   suite = _suite(os.environ.get("MUJOCO_GL") or "egl")
@@ -47,8 +47,9 @@ def _serve(domain: str, task: str) -> None:
       return
     if request is None:
       return
-    state, height, width, camera_id = request
+    state, geom_pos, height, width, camera_id = request
     with physics.reset_context():
+      physics.model.geom_pos[:] = geom_pos  # per-episode layout (reacher's target is a geom's position)
       physics.set_state(state)
     pickle.dump(np.ascontiguousarray(physics.render(height, width, camera_id=camera_id)), replies)
     replies.flush()
@@ -78,9 +79,9 @@ class _ChildRenderer:
     # An env dropped without close() (a builder or test that forgets) must not leave its child behind.
     self._finalizer = weakref.finalize(self, _stop_child, self._proc)
 
-  def render(self, state, height: int, width: int, camera_id: int) -> np.ndarray:
+  def render(self, state, geom_pos, height: int, width: int, camera_id: int) -> np.ndarray:
     try:
-      pickle.dump((state, height, width, camera_id), self._proc.stdin)
+      pickle.dump((state, geom_pos, height, width, camera_id), self._proc.stdin)
       self._proc.stdin.flush()
       return pickle.load(self._proc.stdout)
     except (EOFError, BrokenPipeError) as e:
@@ -125,7 +126,8 @@ class DMCEnv:
     h, w = (height, width) if height else self.render_size
     if self._child is None:
       self._child = _ChildRenderer(self.domain, self.task_name)
-    return self._child.render(self.physics.get_state(), h, w, self.camera_id)
+    return self._child.render(self.physics.get_state(), np.array(self.physics.model.geom_pos), h, w,
+                              self.camera_id)
 
   def close(self):
     if self._child is not None:

@@ -1,12 +1,12 @@
 """MuJoCo bodies solved from their state: gymnasium's InvertedPendulum / InvertedDoublePendulum / Reacher
-(v5) and dm_control suite cartpole swingup / point_mass easy, with model-derived controllers.
+(v5) and dm_control suite cartpole swingup / point_mass easy / reacher easy, with model-derived controllers.
 
 Observations are proprioceptive: the env's own state vector as `state` (gymnasium), or the suite's
 observation dict flattened in key order (dm_control), mu-law binned (velocities are unbounded).
-`dmc_cartpole_swingup_pixels` sees a 64x64 RGB camera frame instead (the suite's camera 0, rendered
-headless with EGL; 16 patches), plus nothing else: the policy has to read the pole from pixels.
-The experts read the simulator's state (qpos / qvel and body positions) through the env.
-Every episode is kept; they all run to the time limit (1000 steps; Reacher 50).
+The `_pixels` tasks see a 64x64 RGB camera frame instead (the suite's camera 0, rendered headless
+with EGL; 16 patches), plus nothing else: the policy has to read the pole, or the target's place,
+from pixels. The experts read the simulator's state (qpos / qvel and body positions) through the env.
+Every episode is kept; they all run to the time limit (1000 steps; Reacher 50, dm_control reacher 200).
 """
 
 import functools
@@ -121,6 +121,21 @@ def point_mass_expert(env):
   return _as_policy(lambda: np.clip(-k @ np.concatenate([d.qpos, d.qvel]), -1.0, 1.0))
 
 
+def dmc_reacher_expert(env, kp: float = 3.0, kd: float = 0.3):
+  """Two-link inverse kinematics to the target's centre, PD on the joint angles (reaches it in ~15
+  steps from anywhere; 985 of 1000 at the suite's time limit, random control 83)."""
+  p = env.physics
+  l1, l2 = (float(np.linalg.norm(p.named.model.body_pos[b][:2])) for b in ("hand", "finger"))
+
+  def control():
+    target = p.named.data.geom_xpos["target"][:2] - p.named.data.xpos["arm"][:2]
+    q = p.data.qpos[:2]
+    goal = controllers.two_link_ik(target, l1, l2, q[1])
+    return np.clip(kp * controllers.wrap(goal - q) - kd * p.data.qvel[:2], -1.0, 1.0)
+
+  return _as_policy(control)
+
+
 def _gym_task(name, env_id, state_size, low, high, expert, max_steps, description):
   n = len(low)
   spec = TaskSpec(name, {"state": FieldSpec("continuous", (state_size,))},
@@ -130,14 +145,15 @@ def _gym_task(name, env_id, state_size, low, high, expert, max_steps, descriptio
                      description=description)
 
 
-def _dmc_task(name, domain, task, state_size, num_actions, expert, description, pixels=False):
+def _dmc_task(name, domain, task, state_size, num_actions, expert, description, pixels=False,
+              max_steps=1000):
   observation = ({"image": FieldSpec("image", (PIXELS, PIXELS, 3))} if pixels
                  else {"state": FieldSpec("continuous", (state_size,))})
   spec = TaskSpec(name, observation,
                   ActionSpec("continuous", (num_actions,), (), (-1.0,) * num_actions, (1.0,) * num_actions))
   return ControlTask(name=name, spec=spec, make_env=functools.partial(_make_dmc, domain, task),
                      observation_fn=_dmc_pixels if pixels else _dmc_state, make_expert=expert,
-                     max_steps=1000, reset_fn=_dmc_reset, description=description, domain="dm_control")
+                     max_steps=max_steps, reset_fn=_dmc_reset, description=description, domain="dm_control")
 
 
 TASKS = [
@@ -156,4 +172,12 @@ TASKS = [
      20),  # headless rendering costs 20-80 ms a frame on this CPU
     (_dmc_task("dmc_point_mass_easy", "point_mass", "easy", 4, 2, point_mass_expert,
                "dm_control point_mass easy, LQR to the target."), 100),
+    # Reacher's episodes end after 200 steps (4 s of the suite's 20): the expert reaches the target in
+    # ~15 and then holds; the rest would be 80% holding still in every episode.
+    (_dmc_task("dmc_reacher_easy", "reacher", "easy", 6, 2, dmc_reacher_expert,
+               "dm_control reacher easy, inverse kinematics + joint PD, state observation (200 steps).",
+               max_steps=200), 100),
+    (_dmc_task("dmc_reacher_easy_pixels", "reacher", "easy", 0, 2, dmc_reacher_expert,
+               "dm_control reacher easy, same expert, 64x64 RGB top-down camera only: the target's "
+               "place is in no other observation (200 steps).", pixels=True, max_steps=200), 100),
 ]
