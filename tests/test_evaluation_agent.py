@@ -118,6 +118,8 @@ def test_kv_cache_with_rolling_acts_like_re_encoding_the_window(kind, model, lay
     agent.reset([prompt, None])
     actions[use_cache] = [agent.act(obs) for obs in observations]
     rolls[use_cache] = agent.rolls
+    if use_cache:  # position_embedding "none": the prompt stayed in the first slots, the steps were recomputed
+      assert agent._prefix == 16, agent._prefix  # pylint: disable=protected-access  # its tokens rounded up to 16
   assert rolls[True] >= 3  # the 64-token window filled up and was re-prefilled several times
   for cached, uncached in zip(actions[True], actions[False]):
     for a, b in zip(cached, uncached):

@@ -10,10 +10,12 @@ Episodes of a batch advance in lockstep through one cache (the cache index is sh
 each step's observation chunks are left-padded with PAD to the longest one (PAD slots are written but
 never attended), and finished episodes feed PAD chunks until the batch is done.
 
-Rolling window of L = `context_length` tokens: before a step that would not fit, the cache is
-re-prefilled with each episode's prompt (kept, as in training where a prompt precedes the window)
-and its most recent whole timesteps that fit in `roll_keep * L` tokens. With the paper's
-position_embedding="none" the re-prefilled cache equals the cache of that window exactly.
+Rolling window of L = `context_length` tokens: before a step that would not fit, the window starts
+again with each episode's prompt (kept, as in training where a prompt precedes the window) and its
+most recent whole timesteps that fit in `roll_keep * L` tokens. With the paper's
+position_embedding="none" a token's keys and values do not depend on its slot, so the prompts stay
+in the cache's first slots (the batch's longest prompt, rounded up) and only the steps after them
+are recomputed; with a learned position table the whole window is re-prefilled.
 
 The device work is acting/decode.py's (one jitted call per step); the tokens of each episode are
 acting/prompts.py's `History`. The `use_cache=False` mode re-encodes the whole window for every action
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gato_jax.acting import decode
-from gato_jax.acting.prompts import History, StepTokenizer
+from gato_jax.acting.prompts import History, StepTokenizer, latest
 from gato_jax.episodes import TaskSpec
 from gato_jax.tokenizers import TokenKind, VocabLayout, action_from_tokens, action_token_ranges
 from gato_jax.tokenizers import stream as stream_lib
@@ -74,6 +76,13 @@ class GatoAgent:
     self._act_cached = jax.jit(functools.partial(decode.act_cached, graphdef, vocab=vocab), static_argnames=("greedy",),
                                donate_argnames=("cache",))
     self._act_uncached = jax.jit(functools.partial(decode.act_uncached, graphdef), static_argnames=("greedy",))
+    self._extend = jax.jit(functools.partial(decode.extend, graphdef), donate_argnames=("cache",))
+    # Without a global position embedding a token's keys and values do not depend on its slot, so the
+    # prompt stays in slots [0, prompt_tokens) across rolls and only the latest steps are recomputed
+    # (gato-serve does the same per session).
+    self._keeps_prompt = options.position_embedding == "none"
+    self._prompt_slots = 0  # the batch's longest prompt, rounded up: the prefix the prompts are kept in
+    self._prefix = 0  # slots [0, prefix) of the cache hold the batch's prompts (0: not kept yet)
     self._histories: list[History] = []
     self._cache = None
     self._cache_len = 0  # positions written since the last prefill (host-side copy of cache.index)
@@ -93,7 +102,14 @@ class GatoAgent:
   def reset(self, prompts: Sequence[Optional[Sequence[dict]]]) -> None:
     """Starts len(prompts) episodes; each prompt is a list of timestep streams (or None / [])."""
     self._histories = [History(p) for p in prompts]
-    self._cache, self._cache_len = None, 0
+    self._cache, self._cache_len, self._prefix = None, 0, 0
+    longest = max([0] + [sum(len(s["tokens"]) for s in h.prompt) for h in self._histories])
+    self._prompt_slots = (min(decode.round_up(longest, decode.PREFILL_BUCKET), self.prompt_tokens)
+                          if self._keeps_prompt and longest else 0)
+
+  def _prompt_slots_within(self, budget: int) -> int:
+    """The prompts' prefix when it is kept within a window of `budget` tokens, else 0."""
+    return self._prompt_slots if self._prompt_slots < budget else 0
 
   @property
   def num_envs(self) -> int:
@@ -169,12 +185,27 @@ class GatoAgent:
     return chunk_len, chunk_len + self.num_actions - 1
 
   def _roll(self, need: int) -> Optional[dict]:
-    """Starts a fresh cache: returns the [B, C] chunk to prefill it with (each episode's prompt and its
-    latest steps, left-padded), or None when there is nothing yet (the cache is then made empty)."""
+    """Starts the window again: returns the [B, C] chunk to prefill a fresh cache with (each episode's
+    prompt and its latest steps, left-padded), or None when the cache is ready (nothing yet: made
+    empty; a kept prompt: the latest steps recomputed after it)."""
     budget = min(self.context_length - need, max(int(self.roll_keep * self.context_length), 0))
-    contexts = [h.context(budget) for h in self._histories]
     for h in self._histories:
       h.pending = None
+    slots = self._prompt_slots_within(budget)
+    if slots and self._prefix:  # the prompts stay in [0, prefix); the latest steps after them
+      length = budget - self._prefix
+      steps = [latest(h.steps, length) for h in self._histories]
+      context = stream_lib.pad([stream_lib.concat(s) if s else None for s in steps], length, left=True)
+      self._cache = self._extend(self._params, self._cache, jnp.int32(self._prefix), context)
+      self._cache_len = budget
+      self.rolls += 1
+      return None
+    if slots and not any(h.steps):  # the first fill: the prompts
+      self._prefix = self._cache_len = slots
+      self._cache = None
+      prompts = [latest(h.prompt, slots) for h in self._histories]
+      return stream_lib.pad([stream_lib.concat(p) if p else None for p in prompts], slots, left=True)
+    contexts = [h.context(budget, slots) for h in self._histories]
     longest = max([0] + [len(c["tokens"]) for c in contexts if c is not None])
     if longest == 0:  # no prompt and no step yet
       self._cache = self._init_cache(self._params, batch_size=self.num_envs, max_length=self.context_length)
@@ -188,9 +219,10 @@ class GatoAgent:
 
   def _act_without_cache(self, streams, need, ranges, temperature):
     budget = self.context_length - need
+    slots = self._prompt_slots_within(budget)
     windows, lengths = [], []
     for row, stream in enumerate(streams):
-      context = self._histories[row].context(budget) if stream is not None else None
+      context = self._histories[row].context(budget, slots) if stream is not None else None
       parts = [p for p in (context, stream) if p is not None]
       window = stream_lib.concat(parts) if parts else None
       windows.append(window)

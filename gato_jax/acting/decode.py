@@ -108,6 +108,17 @@ def prefill_and_act(graphdef, params, context, chunk, ranges, rng, temperature, 
   return act_step(model, layers, cache, chunk, ranges, rng, temperature, greedy, vocab)
 
 
+def _extend(model, layers, cache, start, context):
+  """`cache` continued from slot `start` with `context` [B, C]: what it held before `start` stays and is
+  attended (a prompt kept across window rolls); slots at or past start + C are never attended again."""
+  return model.decode(context, cache.replace(index=start), last_only=True, layers=layers)[1]
+
+
+def extend(graphdef, params, cache, start, context):
+  """A batch's cache continued from slot `start` (int32 []) with `context` [B, C] (_extend)."""
+  return _extend(*merge(graphdef, params), cache, start, context)
+
+
 def act_uncached(graphdef, params, window, lengths, ranges, rng, temperature, *, greedy):
   """The baseline: a full causal pass over the right-padded window [B, L] for every action token."""
   model, layers = merge(graphdef, params)
@@ -147,12 +158,8 @@ def pool_extend(graphdef, params, pool, slots, starts, contexts):
   start 0 refills the slot (a prefill). Slots at or past start + C are never attended afterwards."""
   model, layers = merge(graphdef, params)
   caches = jax.tree.map(lambda p: p[slots], pool)
-  caches = caches.replace(index=starts)
-
-  def extend(cache, context):
-    return model.decode(context, cache, last_only=True, layers=layers)[1]
-
-  caches = jax.vmap(extend)(caches, contexts)
+  caches = jax.vmap(lambda cache, start, context: _extend(model, layers, cache, start, context))(
+      caches, starts, contexts)
   return jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)
 
 

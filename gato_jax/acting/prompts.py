@@ -64,11 +64,14 @@ class History:
     self.steps: list[dict] = []
     self.pending: Optional[dict] = None
 
-  def context(self, budget: int) -> Optional[dict]:
+  def context(self, budget: int, prompt_slots: int = 0) -> Optional[dict]:
     """The prompt, then the most recent whole steps, within `budget` tokens (a prompt longer than the
-    budget, which prompt_tokens <= roll_keep * L avoids, keeps only its last steps)."""
-    prompt = latest(self.prompt, budget)
-    steps = latest(self.steps, budget - sum(len(s["tokens"]) for s in prompt))
+    budget, which prompt_tokens <= roll_keep * L avoids, keeps only its last steps). With
+    `prompt_slots`, the prompt counts as that many tokens (a batch's prompts kept in a shared prefix
+    of the cache: the steps fit in what is left after it)."""
+    prompt = latest(self.prompt, prompt_slots or budget)
+    used = max(prompt_slots, sum(len(s["tokens"]) for s in prompt))
+    steps = latest(self.steps, budget - used)
     parts = prompt + steps
     return stream_lib.concat(parts) if parts else None
 

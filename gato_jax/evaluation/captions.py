@@ -15,7 +15,6 @@ import functools
 import re
 from typing import Any, Mapping, Sequence
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from gato_jax.data import sources
 from gato_jax.evaluation import datasets
+from gato_jax.acting import decode as decode_lib
 from gato_jax.acting.decode import sample_restricted, token_features
 from gato_jax.evaluation.context import EvalContext
 from gato_jax.evaluation.options import EvalSpec
@@ -39,17 +39,18 @@ def image_stream(image, num_patch_positions: int, max_obs_positions: int) -> dic
   return stream.number_positions(stream.of_patches(image_to_patches(image), rows, cols), max_obs_positions)
 
 
-def _generate(graphdef, state, prompt, rng, temperature, *, num_tokens, text_vocab_size, greedy):
-  """Prefill the image tokens, then `num_tokens` TEXT tokens, each fed back: ids [B, num_tokens]."""
-  model = nnx.merge(graphdef, state)
+def _generate(graphdef, params, prompt, rng, temperature, *, num_tokens, text_vocab_size, greedy):
+  """Prefill the image tokens, then `num_tokens` TEXT tokens, each fed back: ids [B, num_tokens].
+  The layers are separate buffers (decode.split), as in acting: a scanned preset's stacked weights
+  and caches are not sliced and restacked at every token."""
+  model, layers = decode_lib.merge(graphdef, params)
   length = prompt["tokens"].shape[1] + num_tokens
-  logits, cache = model.prefill(prompt, max_length=length, last_only=True)
+  logits, cache = model.prefill(prompt, max_length=length, last_only=True, layers=layers)
 
   def one_token(carry, key):
     logits, cache = carry
     token = sample_restricted(logits[:, -1], 0, text_vocab_size, key, temperature, greedy)
-    logits, cache = model.decode(token_features(token, TokenKind.TEXT), cache,
-                                 last_only=True)
+    logits, cache = model.decode(token_features(token, TokenKind.TEXT), cache, last_only=True, layers=layers)
     return (logits, cache), token
 
   _, tokens = jax.lax.scan(one_token, (logits, cache), jax.random.split(rng, num_tokens))
@@ -63,10 +64,10 @@ def generate_captions(model, layout: VocabLayout, text_tokenizer, images: Sequen
   streams = [image_stream(np.asarray(im, np.uint8), options.num_patch_positions, options.max_obs_positions)
              for im in images]
   prompt = {k: np.stack([s[k] for s in streams]) for k in streams[0]}
-  graphdef, state = nnx.split(model)
+  graphdef, params = decode_lib.split(model)
   generate = jax.jit(functools.partial(_generate, graphdef),
                      static_argnames=("num_tokens", "text_vocab_size", "greedy"))
-  ids = np.asarray(generate(state, prompt, jax.random.key(seed), jnp.float32(temperature),
+  ids = np.asarray(generate(params, prompt, jax.random.key(seed), jnp.float32(temperature),
                             num_tokens=max_tokens, text_vocab_size=layout.text_vocab_size, greedy=greedy))
   eos = text_tokenizer.vocab.eos_id
   captions = []
