@@ -209,14 +209,7 @@ def write(result: dict, out: str) -> dict[str, str]:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  cli_flags.require(_CONFIG)
-  cli_flags.quiet_library_logs()
-  config = _CONFIG.value
-  if "fewshot" not in config:
-    cli_flags.fail(f"--config: {config.get('name', 'the config')} has no `fewshot` section; use "
-                   "experiments/fewshot_metaworld.py or a config derived from it")
+  config = study_runs.study_config(argv, "fewshot", "experiments/fewshot_metaworld.py")
   result = run_study(config, _WORKDIR.value or DEFAULT_WORKDIR)
   files = write(result, _OUT.value)
   print(markdown(result), flush=True)

@@ -46,10 +46,11 @@ from gato_jax import cli_flags  # pylint: disable=g-import-not-at-top
 
 _CONFIG = cli_flags.CONFIG
 _WORKDIR = cli_flags.WORKDIR
+# Shared with bench/pixels_steer.py, which runs on this module's harness.
 _OUT = flags.DEFINE_string("out", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
-                           "Directory of generalist.json / generalist.md / generalist.png.")
-_RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Only write generalist.md / .png again from "
-                                 "<out>/generalist.json (with the config's study.discussion).")
+                           "Directory of the study's results (<study>.json, .md, and a plot if it has one).")
+_RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Only write the markdown (and plot) again from "
+                                 "<out>/<study>.json (with the config's study.discussion, if any).")
 DEFAULT_WORKDIR = "demo_output/generalist"
 LANGUAGE = "language"  # the text + captions "domain" (its specialist; no rollouts)
 THRESHOLD = 0.5  # Gato's own measure: the fraction of tasks above 50% of expert
@@ -142,13 +143,15 @@ def data_counts(config, name: str) -> tuple[int, int, int]:
   raise ValueError(f"config.study.data has no entry for {name!r}")
 
 
-def ensure_data(config) -> None:
+def ensure_data(config, names: list[str] | None = None) -> None:
+  """The text tokenizer and every dataset of `names` (default: text, captions and every study task)."""
   from gato_jax.data.vocabulary import sentencepiece_model_path  # pylint: disable=g-import-not-at-top
   data_dir = os.path.expanduser(config.data.data_dir)
   if not os.path.exists(sentencepiece_model_path(config.vocab, data_dir)):
     study_runs.run([study_runs.GATO_DATA, "build", "--dataset=sentencepiece", f"--data_dir={data_dir}",
                     f"--vocab_size={config.vocab.text_vocab_size}"], os.path.join(data_dir, "sentencepiece.log"))
-  names = ["text", "captions"] + [t for ts in domains(config).values() for t in ts]
+  if names is None:
+    names = ["text", "captions"] + [t for ts in domains(config).values() for t in ts]
   for i, name in enumerate(names):
     train, validation, returns = data_counts(config, name)
     study_runs.ensure_dataset(name, data_dir, train, validation or None, return_episodes=returns or None)
@@ -522,14 +525,7 @@ def write(result: dict, out: str, discussion: str = "") -> dict[str, str]:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  cli_flags.require(_CONFIG)
-  cli_flags.quiet_library_logs()
-  config = _CONFIG.value
-  if "study" not in config:
-    cli_flags.fail(f"--config: {config.get('name', 'the config')} has no `study` section; use "
-                   "experiments/generalist_study.py or a config derived from it")
+  config = study_runs.study_config(argv, "study", "experiments/generalist_study.py")
   if _RENDER_ONLY.value:
     with open(os.path.join(_OUT.value, "generalist.json")) as f:
       result = json.load(f)

@@ -97,6 +97,26 @@ def use_compile_cache(workdir: str) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def study_config(argv, section: str, example: str):
+  """A study's checked --config: one line (no traceback) when there are stray arguments, no --config,
+  or no `section` in it (`example` names a config that has one)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from gato_jax import cli_flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  cli_flags.require(cli_flags.CONFIG)
+  cli_flags.quiet_library_logs()
+  config = cli_flags.CONFIG.value
+  parts = section.split(".")
+  node = config
+  for part in parts:
+    if part not in node:
+      cli_flags.fail(f"--config: {config.get('name', 'the config')} has no `{section}` section; use "
+                     f"{example} or a config derived from it")
+    node = node[part]
+  return config
+
+
 def machine(load_start) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   return {"cpus": os.cpu_count(), "platform": platform.machine(), "jax": jax.__version__,
