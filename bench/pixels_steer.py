@@ -73,7 +73,7 @@ def run(config, workdir: str) -> dict:
           "machine": study_runs.machine(load)}
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, discussion: str = "") -> str:
   c = result["config"]
   lines = [
       "# Pixels that steer: dm_control reacher from its camera alone", "",
@@ -98,6 +98,8 @@ def markdown(result: dict) -> str:
   lines += ["", f"Data built in {result['data_seconds'] / 60:.1f} min (kept for reruns); the whole run "
             f"{result['total_seconds'] / 60:.1f} min on {m['cpus']} CPUs (load {m['load_average_start'][0]:.1f} "
             f"at the start, {m['load_average_end'][0]:.1f} at the end), jax {m['jax']}.", ""]
+  if discussion:
+    lines += [discussion, ""]
   return "\n".join(lines)
 
 
@@ -108,7 +110,8 @@ def main(argv) -> None:
       result = json.load(f)
   else:
     result = run(config, _WORKDIR.value or DEFAULT_WORKDIR)
-  files = results_io.write_results(_OUT.value, "pixels_steer", result, markdown(result))
+  text = markdown(result, str(config.study.get("discussion", "")))
+  files = results_io.write_results(_OUT.value, "pixels_steer", result, text)
   print(f"Wrote {', '.join(files.values())}", flush=True)
 
 

@@ -26,6 +26,23 @@ def get_config():
   s.small = generalist_study.get_config().study.small
   s.small.steps = 400
   s.max_steps = 0  # the tasks' own 50-step episodes: nothing is capped
+  # The reading of the committed numbers (bench/results/pixels_steer.md); --render_only re-renders it.
+  s.discussion = " ".join([
+      "**Reading.** Neither reaches at this budget: the camera-only model scores 0.0 in every rollout, its",
+      "state twin 1.9 of the expert's 34.0 (0.05 of expert, just above random). So the image path is not",
+      "what holds the camera task back here: the twin, given the target vector outright, barely does better.",
+      "What both do in closed loop is repeat their previous action (behaviour cloning's copycat failure).",
+      "Probed on the camera model's checkpoint (greedy, two unseen seeds, bench/pixels_steer.py's runs):",
+      "after a demonstration prompt, which ends holding still at another episode's target, it outputs 0",
+      "for both joints at every step; with no prompt, (+1, +1) at every step; the expert's first actions",
+      "are saturated toward the target and change sign as the arm arrives. A window holds ~13 earlier",
+      "steps whose actions predict the next one far better than a frame does, and 400 updates (3.3M",
+      "tokens) do not get past that shortcut. The first try recorded the suite's episodes at 200 steps:",
+      "90% of every episode was holding still, and the same 400 steps gave the camera model -0.01 and",
+      "the twin 0.03 [0.01, 0.05] of expert; hence 50 steps. Next, not done here: episodes recorded",
+      "under perturbed actions with the expert's corrections as labels (DART), so the previous action",
+      "stops predicting the next; fewer history steps in the window; a longer run.",
+  ])
   c.eval.episodes_per_task = 20  # a bootstrap interval narrow enough to tell "above random"
   c.eval.num_envs = 20
   return c
