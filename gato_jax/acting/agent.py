@@ -193,12 +193,16 @@ class GatoAgent:
       h.pending = None
     slots = self._prompt_slots_within(budget)
     if slots and self._prefix:  # the prompts stay in [0, prefix); the latest steps after them
-      length = budget - self._prefix
-      steps = [latest(h.steps, length) for h in self._histories]
+      steps = [latest(h.steps, budget - self._prefix) for h in self._histories]
+      longest = max(sum(len(s["tokens"]) for s in row) for row in steps)
+      self.rolls += 1
+      if not longest:  # no whole step fits after the prompts: the window restarts right after them
+        self._cache, self._cache_len = self._cache.replace(index=jnp.int32(self._prefix)), self._prefix
+        return None
+      length = min(decode.round_up(longest, decode.PREFILL_BUCKET), budget - self._prefix)
       context = stream_lib.pad([stream_lib.concat(s) if s else None for s in steps], length, left=True)
       self._cache = self._extend(self._params, self._cache, jnp.int32(self._prefix), context)
-      self._cache_len = budget
-      self.rolls += 1
+      self._cache_len = self._prefix + length
       return None
     if slots and not any(h.steps):  # the first fill: the prompts
       self._prefix = self._cache_len = slots
