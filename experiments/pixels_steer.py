@@ -40,7 +40,7 @@ def get_config():
       "tokens) do not get past that shortcut. The first try recorded the suite's episodes at 200 steps:",
       "90% of every episode was holding still, and the same 400 steps gave the camera model -0.01 and",
       "the twin 0.03 [0.01, 0.05] of expert; hence 50 steps. **Perturbed actions (DART), one run**",
-      "(experiments/reacher_dart_tasks.py: the same 800 episodes executed with N(0, 0.5) noise on the",
+      "(data_pipelines/reacher_dart.py: the same 800 episodes executed with N(0, 0.5) noise on the",
       "expert's action, labelled with the expert's own; the same 400 steps; scored on the clean task):",
       "0.08 [0.02, 0.16] of expert from the camera alone, return 3.0 against random's 0.2, an interval",
       "that excludes random. Its training action accuracy fell from 0.35 to 0.19: the previous label",

@@ -6,10 +6,10 @@ expert's own, so each label answers the state the noise left and the previous la
 the next one (the copycat shortcut that kept bench/pixels_steer.py's camera model at random). Train on
 it, score on the clean task (the noise acts only on this task's own env steps):
 
-  PYTHONPATH=experiments gato-data build --module_import=reacher_dart_tasks \\
+  gato-data build --module_import=data_pipelines.reacher_dart \\
       --dataset=dmc_reacher_easy_pixels_dart --data_dir=demo_output/pixels_steer/data \\
       --episodes=800 --validation_episodes=40 --return_episodes=20
-  PYTHONPATH=experiments gato-train --config experiments/pixels_steer.py --module_import=reacher_dart_tasks \\
+  gato-train --config experiments/pixels_steer.py --module_import=data_pipelines.reacher_dart \\
       --workdir=demo_output/pixels_dart --config.data.mixture=dmc_reacher_easy_pixels_dart \\
       --config.num_train_steps=400 --config.checkpoint_every_steps=400
   gato-eval --config experiments/pixels_steer.py --workdir demo_output/pixels_dart \\
