@@ -1,28 +1,35 @@
 """The PyTorch peer of the train-step bench: transformers' GPT-Neo at gato_79m's shape, side by side.
 
-    python bench/peer_torch.py                              # batch 1, 4, 8 at L=1024, both sides
-    python bench/peer_torch.py --batches=4 --jax_overrides=scan_layers=False
-    python bench/peer_torch.py --side=torch --row=compile --batch_size=4 < steps  # one row (the protocol)
+    python bench/peer_torch.py                  # batch 4 x 1024: each JAX row paired with the compiled peer
+    python bench/peer_torch.py --groups=torch:eager+torch:compile+torch:max_autotune   # the peer's paths
+    python bench/peer_torch.py --side=torch --row=compile --batch_size=4 < commands      # one row
 
 The peer is the transformer JAT trains (transformers' GPTNeoForCausalLM): 8 layers, width 768, 24
 heads, alternating global / local (window 256) attention, gelu_new MLP 3072, an untied 33,024-row
 output layer; AdamW (b1 0.9, b2 0.95, eps 1e-8, weight decay 0.1) after clipping the global gradient
-norm to 1, dropout off, float32, as gato-jax's `cpu` row; eager and torch.compile. It reads token ids
-only: JAT's image encoder is not part of it, so gato-jax's image rows pay for a patch ResNet the peer
-does not run (the image-free rows compare like with like).
+norm to 1, dropout off, float32, as gato-jax's `cpu` row; eager, torch.compile, or torch.compile with
+max-autotune (bench/peer_rows.py). It reads token ids only: JAT's image encoder is not part of it,
+so gato-jax's image row pays for a patch ResNet the peer does not run.
 
-Each row runs in its own process and measures its own framework's dense float32 matmul peak on the
-same [S, S] sizes (the denominator of its MFU). Rows run in pairs, the image-free JAX row with the
-compiled peer and the image row with the eager peer: both processes build and warm up, then their
-timed steps alternate one by one, so a burst of load from other jobs falls on both alike. FLOPs per step use the JAX bench's convention for
-both (PaLM's 6N: 6 x non-embedding params x tokens + 12 x layers x width x L x tokens for attention,
-no discount for causal or local masks + 6 x width x vocab x tokens for the output layer). Step time
-is the best of the timed steps, as in bench/train_step.py. torch and transformers come from the
-`bench` extra (pip install -e ".[bench]"); without them this says so and exits 0.
+Protocol. Each row runs in its own process, builds, warms up and measures its framework's matmul
+peak (torch: every float32 path it has here, the best is the denominator); every process of a run
+has the same malloc (--allocator, bench/allocators.py: glibc as it comes makes XLA:CPU page-fault
+its large buffers in every step, torch far less). The rows of a group then
+take turns in BLOCKS of --block_steps back-to-back steps, --repeats rounds (A-B-C-A-B-C). The first
+step of a block follows the other rows' blocks, a long idle gap in which this VM hands the freed
+memory back and the step pays it again as page faults (measured: ~21 s after a gap against 15-16 s
+back to back for the same JAX step); it is reported apart ("first after gap") and never timed. A
+row's step time is the best of its in-block steps (load only ever adds time), the median beside it;
+ratios are taken within a group, whose rows shared every minute of load. FLOPs per step use the JAX
+bench's convention for both (PaLM's 6N: 6 x non-embedding params x tokens + 12 x layers x width x L
+x tokens for attention, no discount for causal or local masks + 6 x width x vocab x tokens for the
+output layer). torch and transformers come from the `bench` extra (pip install -e ".[bench]", with
+torch's CPU wheel); without them this says so and exits 0.
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -32,147 +39,104 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench import results_io  # noqa: E402  (the repository root is on sys.path now)
+from bench import allocators, peer_rows, results_io  # noqa: E402  (the repository root is on sys.path now)
 
-_SIDE = flags.DEFINE_enum("side", "both", ["both", "torch", "jax"], "both: run each side in a subprocess")
-_BATCHES = flags.DEFINE_list("batches", ["1", "4", "8"], "sequences per step (--side=both)")
+_SIDE = flags.DEFINE_enum("side", "both", ["both", "torch", "jax"], "both: run each group's rows in subprocesses")
+_BATCHES = flags.DEFINE_list("batches", ["4"], "sequences per step (--side=both)")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "sequences per step (one side)")
 _LENGTH = flags.DEFINE_integer("seq_length", 1024, "sequence length L")
-_WARMUP = flags.DEFINE_integer("warmup_steps", 1, "untimed steps (torch.compile compiles in the first)")
-_STEPS = flags.DEFINE_integer("timed_steps", 2, "timed steps per row")
+_WARMUP = flags.DEFINE_integer("warmup_steps", 1, "untimed steps after building (torch.compile compiles in the first)")
+_BLOCK = flags.DEFINE_integer("block_steps", 3, "steps a row takes back to back in its turn; the first is "
+                              "reported as 'first after gap' and not timed (1: every step timed, the "
+                              "idle-gap artefact included)")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "rounds of blocks per group")
 _SIZES = flags.DEFINE_list("peak_sizes", ["2048", "4096"], "sizes S of the [S, S] matmuls of the peak")
-_ROW = flags.DEFINE_string("row", "compile", "one side's row: eager | compile (torch), no_images | images (jax)")
+_ROW = flags.DEFINE_string("row", "compile", "one side's row: eager | compile | max_autotune (torch), "
+                           "no_images | images (jax)")
 _SHAPE = flags.DEFINE_list("shape", ["layers=8", "width=768", "heads=24", "mlp=3072", "vocab=33024",
                                      "window=256"], "the peer's shape (key=value)")
 _PRESET = flags.DEFINE_string("preset", "gato_79m", "the JAX side's experiments/<name>.py")
-_OVERRIDES = flags.DEFINE_list("jax_overrides", ["dtype=float32", "remat_policy=none", "dropout_rate=0.0"],
-                               "config.model keys of the JAX rows")
+_OVERRIDES = flags.DEFINE_list("jax_overrides", ["dtype=float32", "remat_policy=none", "dropout_rate=0.0",
+                                                 "scan_layers=False", "fused_projections=True"],
+                               "config.model keys of the JAX rows (equal settings with the peer, and "
+                               "the layout this host runs fastest: bench/results/train_step_switches.md)")
+_GROUPS = flags.DEFINE_list("groups", ["jax:no_images+torch:compile", "jax:images+torch:compile"],
+                            "groups of side:row joined by '+': the rows of a group take turns block by block")
 _OUT = flags.DEFINE_string("out", "bench/results", "where peer_torch.{json,md} go (--side=both)")
+_NAME = flags.DEFINE_string("name", "peer_torch", "results file name (--side=both)")
+_RELEASE = flags.DEFINE_bool("release_between_turns", False,
+                              "hand a row's free memory back to the kernel after its warm-up and each turn "
+                              "(rows that keep their memory: glibc_heap, tcmalloc)")
+_ALLOCATOR = flags.DEFINE_enum("allocator", "system", ["system", *allocators.ALLOCATORS],
+                               "malloc of every row's process, both sides alike (bench/allocators.py; "
+                               "system: glibc as it comes, the idle-gap artefact included)")
 _TAG = "PEER_ROW "  # prefix of the JSON line a side prints
-_PAIRS = flags.DEFINE_list("pairs", ["no_images:compile", "images:eager"],
-                           "jax row:torch row pairs timed in turn (by default the image-free JAX row "
-                           "against the compiled peer, the image row against eager)")
 
 
-def parse_shape() -> dict:
-  return {k: int(v) for k, v in (item.split("=", 1) for item in _SHAPE.value)}
-
-
-def torch_row(mode: str, batch_size: int, length: int):
-  """(train step function, row info) of the peer, eager or torch.compile; measures torch's matmul peak."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  torch.set_num_threads(os.cpu_count())
-  s = parse_shape()
-  def peak():
-    out = {}
-    for size in map(int, _SIZES.value):
-      a, b = torch.randn(size, size), torch.randn(size, size)
-      out[size] = 2 * size**3 / min(_timed(lambda: torch.mm(a, b)) for _ in range(5))
-    return out
-
-  torch.manual_seed(0)
-  config = transformers.GPTNeoConfig(
-      vocab_size=s["vocab"], max_position_embeddings=length, hidden_size=s["width"],
-      num_layers=s["layers"], attention_types=[[["global", "local"], s["layers"] // 2]],
-      num_heads=s["heads"], intermediate_size=s["mlp"], window_size=s["window"],
-      activation_function="gelu_new", resid_dropout=0.0, embed_dropout=0.0, attention_dropout=0.0,
-      tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
-  model = transformers.GPTNeoForCausalLM(config).train()
-  decay = [p for p in model.parameters() if p.ndim >= 2]  # as gato-jax: no decay on norms and biases
-  no_decay = [p for p in model.parameters() if p.ndim < 2]
-  opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
-  forward = torch.compile(model) if mode == "compile" else model
-  tokens = torch.randint(0, s["vocab"], (batch_size, length))
-  targets = torch.randint(0, s["vocab"], (batch_size, length))
-
-  def step():
-    logits = forward(input_ids=tokens).logits
-    loss = torch.nn.functional.cross_entropy(logits.float().view(-1, s["vocab"]), targets.view(-1))
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return float(loss.detach())
-
-  total = sum(p.numel() for p in model.parameters())
-  lookup = model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
-  non_embedding = total - lookup - model.lm_head.weight.numel()
-  info = dict(params=total, peak_fn=peak, flops_per_step=peer_flops(non_embedding, s, batch_size, length),
-              framework=f"torch {torch.__version__}", transformers=transformers.__version__,
-              attention=model.config._attn_implementation)  # pylint: disable=protected-access
-  return step, info
-
-
-def peer_flops(non_embedding: int, s: dict, batch_size: int, length: int) -> float:
-  """bench/train_step.py's convention (gato_jax.training.flops) for the peer's shape."""
-  tokens = batch_size * length
-  return float(tokens * (6 * non_embedding + 12 * s["layers"] * s["width"] * length + 6 * s["width"] * s["vocab"]))
-
-
-def jax_row(name: str, batch_size: int, length: int):
-  """(train step function, row info) of gato-jax's real train step (bench/train_step.Runner):
-  `no_images` (max_image_tokens=0) or `images` (the batch's image positions gathered)."""
-  from bench import train_step as ts  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  overrides = ts.parse_overrides(_OVERRIDES.value)
-  extra = {"max_image_tokens": 0} if name == "no_images" else {}
-  runner = ts.Runner(ts.load_config(_PRESET.value, **overrides, **extra), batch_size=batch_size,
-                     length=length, gather_images=name == "images")
-
-  def step():
-    runner.step(timed=False)
-    return float(runner.metrics["loss"])
-
-  info = dict(params=runner.info["params"], peak_fn=lambda: ts.matmul_peak("float32", _SIZES.value, 1),
-              flops_per_step=runner.info["flops_per_step"],
-              compile_s=runner.compile_s, framework=f"jax {jax.__version__}",
-              image_tokens_per_row=runner.image_tokens, overrides=_OVERRIDES.value)
-  return step, info
-
-
-def _timed(fn) -> float:
-  started = time.perf_counter()
-  fn()
-  return time.perf_counter() - started
+def summarize_blocks(blocks: list) -> dict:
+  """A row's figures from its blocks of back-to-back step times: the first step of each block (after
+  the other rows' turns) apart, the rest timed. Blocks of one step: every step timed."""
+  timed_steps = [t for b in blocks for t in (b[1:] if len(b) > 1 else b)]
+  first = [b[0] for b in blocks]
+  step_s = min(timed_steps)
+  median = statistics.median(timed_steps)
+  return dict(step_s=step_s, median_step_s=median, timed_steps_s=timed_steps,
+              first_after_gap_s=statistics.median(first) if all(len(b) > 1 for b in blocks) else None,
+              gap_cost=statistics.median(first) / median if all(len(b) > 1 for b in blocks) else None)
 
 
 def serve(side: str, row: str, batch_size: int, length: int):
-  """One row in this process: build, warm up, then one timed step per "step" line on stdin; "done"
-  prints the row. The parent alternates the two sides' steps, so load bursts hit both alike."""
+  """One row in this process: build, warm up, then "block N" runs N steps back to back and prints
+  their times; "done" prints the row."""
   started = time.perf_counter()
-  step, info = (torch_row if side == "torch" else jax_row)(row, batch_size, length)
+  if side == "torch":
+    shape = {k: int(v) for k, v in (item.split("=", 1) for item in _SHAPE.value)}
+    step, info = peer_rows.torch_row(row, batch_size, length, shape, _SIZES.value)
+  else:
+    step, info = peer_rows.jax_row(row, batch_size, length, _PRESET.value, _OVERRIDES.value, _SIZES.value)
   peak_fn = info.pop("peak_fn")
   info["peak_before"] = peak_fn()
   for _ in range(_WARMUP.value):
     step()
   info["build_and_warmup_s"] = time.perf_counter() - started
+  if _RELEASE.value:
+    allocators.release_free_memory()  # the next row builds while this one waits
   print("READY", flush=True)
-  times, loss = [], None
+  blocks, loss = [], None
   for line in sys.stdin:
-    if line.strip() != "step":
+    words = line.split()
+    if len(words) != 2 or words[0] != "block":
       break
-    started = time.perf_counter()
-    loss = step()
-    times.append(time.perf_counter() - started)  # float(loss) inside step(): the work has finished
-    print(f"TIME {times[-1]}", flush=True)
-  if not times:
-    sys.exit(f"bench/peer_torch.py: {side} {row}: no timed step (the other side of the pair failed)")
+    times = []
+    for _ in range(int(words[1])):
+      started = time.perf_counter()
+      loss = step()
+      times.append(time.perf_counter() - started)
+    blocks.append(times)
+    if _RELEASE.value:
+      allocators.release_free_memory()
+    print("TIMES " + json.dumps(times), flush=True)
+  if not blocks:
+    sys.exit(f"bench/peer_torch.py: {side} {row}: no timed step (another row of the group failed)")
   info["peak_after"] = peak_fn()
-  step_s = min(times)
-  # The best matmul throughput seen before or after the steps: load only ever lowers it, and a
-  # denominator measured in a burst of load would flatter the MFU.
-  peak = max(*info["peak_before"].values(), *info["peak_after"].values())
+  # The best matmul throughput of any path, before or after the steps: load only ever lowers it, and
+  # a denominator measured in a burst of load would flatter the MFU.
+  paths = {path: max(*info["peak_before"][path].values(), *info["peak_after"][path].values())
+           for path in info["peak_before"]}
+  best_path = max(paths, key=paths.get)
+  figures = summarize_blocks(blocks)
+  flop_per_s = info["flops_per_step"] / figures["step_s"]
   print(_TAG + json.dumps(dict(
-      info, name=f"{side} {row}", batch_size=batch_size, length=length, step_times_s=times, step_s=step_s,
-      tokens_per_s=batch_size * length / step_s, flop_per_s=info["flops_per_step"] / step_s,
-      peak_flop_per_s=peak, mfu=info["flops_per_step"] / step_s / peak, loss=loss)), flush=True)
+      info, **figures, name=f"{side} {row}", batch_size=batch_size, length=length, blocks_s=blocks,
+      tokens_per_s=batch_size * length / figures["step_s"], flop_per_s=flop_per_s, peak_paths=paths,
+      peak_path=best_path, peak_flop_per_s=paths[best_path], mfu=flop_per_s / paths[best_path],
+      loss=loss)), flush=True)
 
 
-def _start(side: str, row: str, batch_size: int) -> subprocess.Popen:
+def _start(side: str, row: str, batch_size: int, allocator: str) -> subprocess.Popen:
   # One inductor compile thread: its default worker pool costs gigabytes this 2-core box lacks.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", TORCHINDUCTOR_COMPILE_THREADS="1")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", TORCHINDUCTOR_COMPILE_THREADS="1",
+             **allocators.env(allocator))
   argv = [a for a in sys.argv[1:] if not a.startswith(("--side=", "--batch_size=", "--row="))]
   cmd = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--row={row}",
          f"--batch_size={batch_size}", *argv]
@@ -187,62 +151,99 @@ def _read_until(proc: subprocess.Popen, prefix: str) -> str | None:
   return None
 
 
-def run_pair(pair, batch_size: int) -> list:
-  """Two rows ((side, row) each) in their own processes, their timed steps taken in turn."""
-  procs = [_start(side, row, batch_size) for side, row in pair]
-  failed = [p for p in procs if _read_until(p, "READY") is None]
-  if not failed:
-    for _ in range(_STEPS.value):
-      for p in procs:
-        p.stdin.write("step\n")
-        p.stdin.flush()
-        if _read_until(p, "TIME ") is None:
-          failed.append(p)
-          break
-      if failed:
+def _send(proc: subprocess.Popen, command: str) -> bool:
+  """False where the row's process has died (its stderr says why)."""
+  try:
+    proc.stdin.write(command + "\n")
+    proc.stdin.flush()
+    return True
+  except OSError:
+    return False
+
+
+def run_group(group: list, batch_size: int, allocator: str) -> list:
+  """The rows of a group ((side, row) each) in their own processes, taking turns block by block.
+  Built one after another: each build (torch.compile above all) has the machine to itself."""
+  procs, failed = [], []
+  for side, row in group:
+    procs.append(_start(side, row, batch_size, allocator))
+    if _read_until(procs[-1], "READY") is None:
+      failed.append(procs[-1])
+      break
+  for _ in range(_REPEATS.value if not failed else 0):
+    for p in procs:
+      if not _send(p, f"block {_BLOCK.value}") or _read_until(p, "TIMES ") is None:
+        failed.append(p)
         break
+    if failed:
+      break
   rows = []
-  for (side, row), p in zip(pair, procs):
-    if p not in failed:
-      p.stdin.write("done\n")
-      p.stdin.flush()
+  for (side, row), p in zip(group, procs + [None] * (len(group) - len(procs))):
+    if p is not None and p not in failed and _send(p, "done"):
       line = _read_until(p, _TAG.strip())
       if line is not None:
         rows.append(json.loads(line))
         p.wait()
         continue
-    p.kill()
-    error = p.stderr.read()[-2000:]
-    rows.append({"name": f"{side} {row}", "batch_size": batch_size, "error": error or "no output"})
+    error = "not started: an earlier row of the group failed"
+    if p is not None:
+      p.kill()
+      p.wait()
+      error = p.stderr.read()[-2000:] or f"no output (exit {p.returncode}: -9 is the OOM killer's)"
+    rows.append({"name": f"{side} {row}", "batch_size": batch_size, "error": error})
   return rows
 
 
+def parse_groups(items) -> list:
+  groups = []
+  for item in items:
+    group = [tuple(part.split(":", 1)) for part in item.split("+")]
+    for side, row in group:
+      known = peer_rows.JAX_ROWS if side == "jax" else peer_rows.TORCH_MODES if side == "torch" else ()
+      if row not in known:
+        raise app.UsageError(f"--groups: {side}:{row}: expected jax:{{{','.join(peer_rows.JAX_ROWS)}}} or "
+                             f"torch:{{{','.join(peer_rows.TORCH_MODES)}}}")
+    groups.append(group)
+  return groups
+
+
+def _ratio(row: dict, peer: dict | None) -> str:
+  return f"{row['tokens_per_s'] / peer['tokens_per_s']:.2f}x" if peer else "-"
+
+
 def markdown(result: dict) -> str:
-  """The side-by-side table: every row of a batch size with its ratio to the compiled peer."""
+  """One table: each row with its ratio to the best torch row of its own group."""
   lines = [
       "# gato-jax vs the PyTorch peer (GPT-Neo as JAT trains it), train step on this CPU", "",
       f"Machine: {result['machine']}. `uptime` at the start: {result['uptime_start']}; at the end: "
-      f"{result['uptime_end']}. Each row in its own process; rows run in pairs whose timed steps alternate. Written by "
-      f"`bench/peer_torch.py` ({result['command']}).", "",
-      "MFU: the row's FLOP/s over its own framework's best dense float32 [S, S] matmul in the same "
-      "process. `vs compiled peer` / `vs eager peer`: tokens/s over that torch row's at the same batch "
-      "size (the image-free row ran step for step with the compiled peer, the image row with eager).", "",
-      "| batch x L | row | s/step (best) | tokens/s | vs compiled peer | vs eager peer | TFLOP/step | "
-      "GFLOP/s | MFU | matmul peak GFLOP/s |",
-      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-  for batch_size in result["batch_sizes"]:
-    rows = [r for r in result["rows"] if r["batch_size"] == batch_size]
-    peers = [next((r for r in rows if r["name"] == name and "error" not in r), None)
-             for name in ("torch compile", "torch eager")]
-    for r in rows:
-      if "error" in r:
-        lines.append(f"| {batch_size} x {result['length']} | {r['name']} | error: "
-                     f"{r['error'].strip().splitlines()[-1][:120] if r['error'].strip() else '?'} ||||||||")
-        continue
-      ratios = " | ".join(f"{r['tokens_per_s'] / p['tokens_per_s']:.2f}x" if p else "-" for p in peers)
-      lines.append(f"| {batch_size} x {r['length']} | {r['name']} | {r['step_s']:.2f} | {r['tokens_per_s']:,.0f} | "
-                   f"{ratios} | {r['flops_per_step'] / 1e12:.2f} | {r['flop_per_s'] / 1e9:.1f} | "
-                   f"{r['mfu']:.1%} | {r['peak_flop_per_s'] / 1e9:.1f} |")
+      f"{result['uptime_end']}. Written by `bench/peer_torch.py` ({result['command']}). malloc of "
+      f"every row's process: {result['allocator']}.", "",
+      f"Protocol: each row in its own process; the rows of a group take turns in blocks of "
+      f"{result['block_steps']} back-to-back steps, {result['repeats']} rounds. The first step of each "
+      "block follows the other rows' turns (an idle gap of a step or more) and is not timed; its median "
+      "is shown as `first after gap` and `gap cost` (over the in-block median). `s/step`: best in-block "
+      "step; `vs best peer`: tokens/s over the fastest torch row of the same group. MFU: FLOP/s over the "
+      "best dense float32 [S, S] matmul of the row's own framework in the same process, over every path "
+      "it has (`peak`).", "",
+      "| batch x L | group | row | configuration | s/step (best) | median | first after gap | gap cost | "
+      "tokens/s | vs best peer | TFLOP/step | GFLOP/s | MFU | peak GFLOP/s (path) |",
+      "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+  for r in result["rows"]:
+    head = f"| {r['batch_size']} x {result['length']} | {r['group']} | {r['name']} |"
+    if "error" in r:
+      last = r["error"].strip().splitlines()[-1][:120] if r["error"].strip() else "?"
+      lines.append(f"{head} error: {last} |||||||||||")
+      continue
+    peers = [p for p in result["rows"] if p["group"] == r["group"] and p["batch_size"] == r["batch_size"]
+             and p["name"].startswith("torch") and "error" not in p]
+    best = max(peers, key=lambda p: p["tokens_per_s"], default=None)
+    config = (", ".join(r["overrides"]) if r["name"].startswith("jax")
+              else f"{r['torch_config']['mode']}, {r['torch_config']['threads']} threads, {r['attention']} attention")
+    gap = (f"{r['first_after_gap_s']:.2f} | {r['gap_cost']:.2f}x" if r["first_after_gap_s"] else "- | -")
+    paths = ", ".join(f"{p} {v / 1e9:.0f}" for p, v in r["peak_paths"].items())
+    lines.append(f"{head} {config} | {r['step_s']:.2f} | {r['median_step_s']:.2f} | {gap} | "
+                 f"{r['tokens_per_s']:,.0f} | {_ratio(r, best)} | {r['flops_per_step'] / 1e12:.2f} | "
+                 f"{r['flop_per_s'] / 1e9:.1f} | {r['mfu']:.1%} | {paths} ({r['peak_path']}) |")
   return "\n".join(lines) + "\n"
 
 
@@ -256,7 +257,8 @@ def _uptime() -> str:
 def main(argv):
   del argv
   side = _SIDE.value
-  if side in ("both", "torch"):
+  groups = parse_groups(_GROUPS.value) if side == "both" else []
+  if side == "torch" or any(s == "torch" for g in groups for s, _ in g):
     try:
       import torch  # pylint: disable=g-import-not-at-top,unused-import
       import transformers  # pylint: disable=g-import-not-at-top,unused-import
@@ -268,17 +270,22 @@ def main(argv):
     serve(side, _ROW.value, _BATCH.value, _LENGTH.value)
     return
   import platform  # pylint: disable=g-import-not-at-top
+  allocator = _ALLOCATOR.value
+  if allocator != "system" and not allocators.find(allocator):
+    raise app.UsageError(f"--allocator={allocator}: {allocators.ALLOCATORS[allocator][0]} is not installed "
+                         f"(Debian: apt-get install {allocators.ALLOCATORS[allocator][2]})")
   result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "uptime_start": _uptime(),
             "length": _LENGTH.value, "batch_sizes": [int(b) for b in _BATCHES.value],
+            "block_steps": _BLOCK.value, "repeats": _REPEATS.value, "allocator": allocator,
             "command": "python " + " ".join(["bench/peer_torch.py", *sys.argv[1:]]), "rows": []}
   for batch_size in result["batch_sizes"]:
-    for pair in [(("jax", j), ("torch", t)) for j, t in (p.split(":") for p in _PAIRS.value)]:
-      rows = run_pair(pair, batch_size)
-      for r in rows:
+    for number, group in enumerate(groups, 1):
+      for r in run_group(group, batch_size, allocator):
+        r["group"] = number
         print(json.dumps({k: (v[-300:] if k == "error" else v) for k, v in r.items()}), flush=True)
-      result["rows"].extend(rows)
+        result["rows"].append(r)
   result["uptime_end"] = _uptime()
-  results_io.write_results(_OUT.value, "peer_torch", result, markdown(result))
+  results_io.write_results(_OUT.value, _NAME.value, result, markdown(result))
 
 
 if __name__ == "__main__":

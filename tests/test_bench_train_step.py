@@ -53,19 +53,21 @@ def test_peer_bench_without_torch_says_so_and_exits_0(tmp_path):
 
 
 @pytest.mark.study  # torch.compile of a tiny GPT-Neo: about a minute on the 2-core machine
-def test_peer_bench_pairs_run_in_lockstep_and_write_the_table(tmp_path):
+def test_peer_bench_rows_take_turns_and_write_the_table(tmp_path):
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
   cmd = [sys.executable, os.path.join(ROOT, "bench", "peer_torch.py"), "--batches=2", "--seq_length=128",
          "--preset=tiny_demo", "--shape=layers=2,width=128,heads=4,mlp=512,vocab=2048,window=64",
-         "--peak_sizes=256", "--timed_steps=2", f"--out={tmp_path}"]
+         "--peak_sizes=256", "--block_steps=2", "--repeats=2", f"--out={tmp_path}",
+         "--groups=jax:no_images+jax:images+torch:eager+torch:compile"]
   subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=900)
   with open(tmp_path / "peer_torch.json") as f:
     rows = {r["name"]: r for r in json.load(f)["rows"]}
   assert set(rows) == {"jax no_images", "jax images", "torch compile", "torch eager"}, rows
   for row in rows.values():
     assert "error" not in row, row
-    assert len(row["step_times_s"]) == 2 and row["tokens_per_s"] > 0 and 0 < row["mfu"]
+    assert len(row["timed_steps_s"]) == 2 and row["tokens_per_s"] > 0 and 0 < row["mfu"]
+  assert set(rows["torch compile"]["peak_paths"]) == {"aten", "onednn"}
   assert rows["jax images"]["image_tokens_per_row"] > 0 and rows["jax no_images"]["image_tokens_per_row"] == 0
   text = (tmp_path / "peer_torch.md").read_text()
-  assert "| 2 x 128 | jax no_images |" in text and "vs compiled peer" in text
+  assert "| 2 x 128 | 1 | jax no_images |" in text and "vs best peer" in text
