@@ -29,7 +29,6 @@ torch's CPU wheel); without them this says so and exits 0.
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -73,18 +72,6 @@ _ALLOCATOR = flags.DEFINE_enum("allocator", "system", ["system", *allocators.ALL
 _TAG = "PEER_ROW "  # prefix of the JSON line a side prints
 
 
-def summarize_blocks(blocks: list) -> dict:
-  """A row's figures from its blocks of back-to-back step times: the first step of each block (after
-  the other rows' turns) apart, the rest timed. Blocks of one step: every step timed."""
-  timed_steps = [t for b in blocks for t in (b[1:] if len(b) > 1 else b)]
-  first = [b[0] for b in blocks]
-  step_s = min(timed_steps)
-  median = statistics.median(timed_steps)
-  return dict(step_s=step_s, median_step_s=median, timed_steps_s=timed_steps,
-              first_after_gap_s=statistics.median(first) if all(len(b) > 1 for b in blocks) else None,
-              gap_cost=statistics.median(first) / median if all(len(b) > 1 for b in blocks) else None)
-
-
 def serve(side: str, row: str, batch_size: int, length: int):
   """One row in this process: build, warm up, then "block N" runs N steps back to back and prints
   their times; "done" prints the row."""
@@ -124,7 +111,7 @@ def serve(side: str, row: str, batch_size: int, length: int):
   paths = {path: max(*info["peak_before"][path].values(), *info["peak_after"][path].values())
            for path in info["peak_before"]}
   best_path = max(paths, key=paths.get)
-  figures = summarize_blocks(blocks)
+  figures = peer_rows.summarize_blocks(blocks)
   flop_per_s = info["flops_per_step"] / figures["step_s"]
   print(_TAG + json.dumps(dict(
       info, **figures, name=f"{side} {row}", batch_size=batch_size, length=length, blocks_s=blocks,

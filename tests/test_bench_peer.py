@@ -10,12 +10,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench import allocators, peer_torch  # noqa: E402
+from bench import allocators, peer_rows  # noqa: E402  (flag-free: peer_torch's flags stay in its own process)
 
 
 def test_the_step_after_a_gap_is_reported_apart_and_never_timed():
   # A row slowed after each idle gap (21 s) and fast back to back (15-16 s), as measured on this VM.
-  figures = peer_torch.summarize_blocks([[21.0, 15.5, 15.0], [20.0, 16.0, 15.2]])
+  figures = peer_rows.summarize_blocks([[21.0, 15.5, 15.0], [20.0, 16.0, 15.2]])
   assert figures["step_s"] == 15.0
   assert figures["timed_steps_s"] == [15.5, 15.0, 16.0, 15.2]
   assert figures["median_step_s"] == pytest.approx(15.35)
@@ -24,7 +24,7 @@ def test_the_step_after_a_gap_is_reported_apart_and_never_timed():
 
 
 def test_blocks_of_one_step_time_every_step():
-  figures = peer_torch.summarize_blocks([[21.0], [20.0]])
+  figures = peer_rows.summarize_blocks([[21.0], [20.0]])
   assert figures["step_s"] == 20.0 and figures["first_after_gap_s"] is None and figures["gap_cost"] is None
 
 

@@ -260,3 +260,37 @@ def test_the_library_rooms_depend_one_way():
       if target.split(".")[1] in FORBIDDEN.get(room, ()):
         bad.append(f"{name} -> {target}")
   assert not bad, f"imports against the rooms' one-way rule: {sorted(bad)}"
+
+
+def _defines_flags(module: str) -> bool:
+  path = os.path.join(ROOT, *module.split(".")) + ".py"
+  if not os.path.exists(path):
+    return False
+  with open(path, encoding="utf-8") as f:
+    return "flags.DEFINE" in f.read()
+
+
+def test_the_flag_modules_the_tests_import_live_together():
+  """pytest imports every test file into one process, so the project modules they import that define
+  absl flags at import (entry points) must not define the same flag twice; a bench script's pure logic
+  belongs in a flag-free module beside it (as bench/peer_rows.py beside bench/peer_torch.py)."""
+  ours = set(PACKAGES)
+  modules = set()
+  for name in sorted(os.listdir(os.path.join(ROOT, "tests"))):
+    if not name.endswith(".py"):
+      continue
+    with open(os.path.join(ROOT, "tests", name), encoding="utf-8") as f:
+      tree = ast.parse(f.read(), name)
+    for node in ast.walk(tree):
+      if isinstance(node, ast.Import):
+        modules |= {a.name for a in node.names if a.name.split(".")[0] in ours}
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
+          node.module.split(".")[0] in ours:
+        modules |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+  flagged = sorted(m for m in modules if _defines_flags(m))
+  assert flagged, "the tests import gato-train's and data_pipelines' flag modules: this list is never empty"
+  code = f"import importlib\nfor m in {flagged!r}:\n  importlib.import_module(m)\nprint('ok')"
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), (flagged, out.stderr[-2000:])
