@@ -19,16 +19,16 @@ TORCH_MODES = {
     "max_autotune": {"mode": "max-autotune-no-cudagraphs"},
 }
 JAX_ROWS = ("no_images", "images")
+
+
 def summarize_blocks(blocks: list) -> dict:
   """A row's figures from its blocks of back-to-back step times: the first step of each block (after
   the other rows' turns) apart, the rest timed. Blocks of one step: every step timed."""
   timed_steps = [t for b in blocks for t in (b[1:] if len(b) > 1 else b)]
-  first = [b[0] for b in blocks]
-  step_s = min(timed_steps)
   median = statistics.median(timed_steps)
-  return dict(step_s=step_s, median_step_s=median, timed_steps_s=timed_steps,
-              first_after_gap_s=statistics.median(first) if all(len(b) > 1 for b in blocks) else None,
-              gap_cost=statistics.median(first) / median if all(len(b) > 1 for b in blocks) else None)
+  first = statistics.median(b[0] for b in blocks) if all(len(b) > 1 for b in blocks) else None
+  return dict(step_s=min(timed_steps), median_step_s=median, timed_steps_s=timed_steps,
+              first_after_gap_s=first, gap_cost=first / median if first is not None else None)
 
 
 def timed(fn) -> float:
