@@ -144,25 +144,30 @@ def memory_bandwidth(gib: float = 1.0, reps: int = 5) -> float:
   return gib * 2**30 / best
 
 
-def step_limit(config, params: int, matmul_params: int, bandwidth: float, peak_flops: float) -> dict:
-  """The limits of one batch-1 step (module docstring), in ms: bandwidth only, and the roofline."""
+def step_limit(config, params: int, matmul_params: int, bandwidth: float, peak_flops: float,
+               chunk_bytes_saved: int = 0) -> dict:
+  """The limits of one batch-1 step (module docstring), in ms: bandwidth only, and the roofline.
+  `chunk_bytes_saved`: bytes the chunk call does not read because it reads a narrower copy of the
+  layer matrices (GatoAgent's chunk_dtype): every limit drops by them."""
   m = config.model
   calls = SPEC.action.size
   weights = 4 * params  # float32
+  saved = chunk_bytes_saved / bandwidth
   cache = 2 * m.num_layers * int(config.data.sequence_length) * m.num_heads * m.head_dim * 4
   # Tokens through the matmuls per call: the chunk (the last action token, 39 values, the separator)
   # then one action token per call; the output layer at the last position of each call only.
   tokens = [SPEC_CHUNK] + [1] * (calls - 1)
   call_flops = [2 * matmul_params * t + 2 * m.embed_dim * _vocab_size(config) for t in tokens]
   read_s = (weights + cache) / bandwidth
-  roofline_s = sum(max(read_s, f / peak_flops) for f in call_flops)
+  # The chunk's compute at the float32 peak even when it multiplies in bfloat16: a looser bound then.
+  roofline_s = sum(max(read_s - (saved if i == 0 else 0), f / peak_flops) for i, f in enumerate(call_flops))
   # What the agent actually reads: the output layer's rows of the action ids only (Gato.logits' vocab
   # window), so the text rows of a tied table are never read while acting.
   unread = 4 * (_vocab_size(config) - SPEC_WINDOW) * m.embed_dim if m.tie_embeddings else 0
-  return {"decode_calls": calls, "weight_bytes": weights, "cache_bytes": cache,
-          "limit_ms": 1e3 * calls * read_s, "weights_only_limit_ms": 1e3 * calls * weights / bandwidth,
+  return {"decode_calls": calls, "weight_bytes": weights, "cache_bytes": cache, "chunk_bytes_saved": chunk_bytes_saved,
+          "limit_ms": 1e3 * (calls * read_s - saved), "weights_only_limit_ms": 1e3 * (calls * weights / bandwidth - saved),
           "step_flops": float(sum(call_flops)), "roofline_ms": 1e3 * roofline_s,
-          "read_limit_ms": 1e3 * calls * (weights - unread + cache) / bandwidth}
+          "read_limit_ms": 1e3 * (calls * (weights - unread + cache) / bandwidth - saved)}
 
 
 def _vocab_size(config) -> int:
@@ -185,6 +190,7 @@ def add_ratios(row: dict) -> None:
 def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from gato_jax.acting.agent import GatoAgent  # pylint: disable=g-import-not-at-top
+  from gato_jax.model import options  # pylint: disable=g-import-not-at-top
   config = load_config(preset)
   config.model.dropout_rate = 0.0
   layout = VocabLayout.from_config(config.vocab)
@@ -202,7 +208,11 @@ def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   row["sequence_model_params"] = int(sum(x.size for x in jax.tree.leaves(nnx.state(model.sequence_model, nnx.Param))))
   row["init_s"] = time.perf_counter() - start
   rng = np.random.default_rng(0)
-  agent = functools.partial(GatoAgent, model, layout, SPEC, context_length=length, greedy=True)
+  # As gato-eval and gato-serve act (config.eval.chunk_dtype "auto"): bfloat16 chunks on an AMX host.
+  chunk_dtype = options.chunk_dtype(options.for_inference(config))
+  row["chunk_dtype"] = chunk_dtype or "float32"
+  agent = functools.partial(GatoAgent, model, layout, SPEC, context_length=length, greedy=True,
+                            chunk_dtype=chunk_dtype)
   # Enough warm-up steps to pass the first roll, so the compiles of every shape are out of the clock.
   warmup = max(3, int((length - length // 2) / 44) + 3)
   big = row["params"] > _BIG_PARAMS.value  # seconds per re-encoded action on a CPU: fewer samples
@@ -211,13 +221,23 @@ def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   for keep in [float(k) for k in _ROLL_KEEPS.value][:1 if big else None]:
     row["cached"][f"{keep:g}"] = time_agent(agent(use_cache=True, roll_keep=keep), rng, warmup, steps)
     logging.info("%s cached, roll_keep %g: %s", preset, keep, row["cached"][f"{keep:g}"])
+  if chunk_dtype is not None:  # the same steps with float32 chunks, to show what the narrower copy buys
+    keep = float(_ROLL_KEEPS.value[0])
+    row["cached_float32_chunks"] = {f"{keep:g}": time_agent(agent(use_cache=True, roll_keep=keep, chunk_dtype=None),
+                                                           rng, warmup, steps)}
+    logging.info("%s cached, float32 chunks: %s", preset, row["cached_float32_chunks"])
   if big:
     row["uncached"] = time_full_passes(model, layout, length)
   else:
     row["uncached"] = time_agent(agent(use_cache=False), rng, 1, _UNCACHED_STEPS.value)
   logging.info("%s uncached: %s", preset, row["uncached"])
   row["speedup"] = {k: row["uncached"]["ms_mean"] / c["ms_mean"] for k, c in row["cached"].items()}
-  row["limit"] = step_limit(config, row["params"], row["sequence_model_params"], bandwidth, peak_flops)
+  saved = 0
+  if chunk_dtype is not None:  # decode.narrowed's matrices: the stacked layers' arrays of rank 3 and up
+    narrow = np.dtype(jax.numpy.dtype(chunk_dtype)).itemsize
+    saved = sum(x.size * (x.dtype.itemsize - narrow) for x in jax.tree.leaves(nnx.state(model.sequence_model.layers, nnx.Param))
+                if x.ndim >= 3)
+  row["limit"] = step_limit(config, row["params"], row["sequence_model_params"], bandwidth, peak_flops, saved)
   add_ratios(row)
   if preset in _SERVE_PRESETS.value:
     counts = [int(n) for n in _SESSIONS.value]
@@ -235,18 +255,21 @@ def markdown(result: dict) -> str:
       f"({m['devices']} device(s), the agent uses one); load average at start {m['load_average']} "
       "(a shared machine: other jobs ran beside this one).",
       f"Task shape: {result['task']}. Batch 1, greedy.", "",
-      "| preset | params | context L | roll_keep | cached ms/action (amortised) | rolls / steps | "
+      "| preset | params | context L | roll_keep | chunks in | cached ms/action (amortised) | rolls / steps | "
       "cached, steps without a roll | re-encoding ms/action | speedup (amortised) |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+      "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
   for r in result["presets"]:
     if "error" in r:
-      lines.append(f"| {r['preset']} | n/a | {r['context']} | | {r['error']} | | | | |")
+      lines.append(f"| {r['preset']} | n/a | {r['context']} | | | {r['error']} | | | | |")
       continue
     u = r["uncached"]
-    for keep, c in r["cached"].items():
-      lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['context']} | {keep} | {c['ms_mean']:.1f} | "
+    runs = [(keep, r.get("chunk_dtype", "float32"), c) for keep, c in r["cached"].items()]
+    runs += [(keep, "float32", c) for keep, c in r.get("cached_float32_chunks", {}).items()]
+    for keep, chunks, c in runs:
+      lines.append(f"| {r['preset']} | {r['params'] / 1e6:.1f}M | {r['context']} | {keep} | {chunks} | {c['ms_mean']:.1f} | "
                    f"{c['rolls']} / {c['steps']} | {c.get('ms_mean_without_roll', c['ms_mean']):.1f} | "
-                   f"{u['ms_mean']:.1f} ({u.get('method', str(u['steps']) + ' steps')}) | {r['speedup'][keep]:.1f}x |")
+                   f"{u['ms_mean']:.1f} ({u.get('method', str(u['steps']) + ' steps')}) | "
+                   f"{u['ms_mean'] / c['ms_mean']:.1f}x |")
   lines += ["", f"Measured in this run: memory bandwidth {result['bandwidth_gb_s']:.1f} GB/s, float32 matmul peak "
             f"{result['peak_gflops']:.0f} GFLOP/s (module docstring).", "",
             "| preset | batch-1 ms/step (cached, no roll) | Hz | bandwidth limit ms (weights + cache) | x | "
@@ -271,7 +294,11 @@ def markdown(result: dict) -> str:
         one.setdefault(s_["task"], s_["actions_per_s"])
         lines.append(f"| {r['preset']} | {s_['task']} | {s_['sessions']} | {s_['actions_per_s']:.1f} | "
                      f"{s_['actions_per_s'] / one[s_['task']]:.1f}x | {s_['ms_p50']:.0f} | {s_['ms_p90']:.0f} |")
-  lines += ["", "Cached: the observation chunk and each action token through the KV cache; a full window "
+  lines += ["", "Chunks in: the dtype of the many-position calls (the observation chunk, window prefills; "
+            "config.eval.chunk_dtype, auto: bfloat16 products with float32 accumulation for a float32 model on a "
+            "CPU with AMX); action tokens are float32 always. The limits count the chunk call reading that "
+            "copy of the layer matrices; the roofline still puts its matmuls at the float32 peak.", "",
+            "Cached: the observation chunk and each action token through the KV cache; a full window "
             "is re-prefilled with the prompt and the latest steps within roll_keep x L (that prefill is in "
             "the amortised column). Re-encoding: one full causal pass over the L-token window per action "
             "token. A step is 44 tokens, so the tiny preset's 256-token window (half of it prompt) must "

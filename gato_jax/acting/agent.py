@@ -47,7 +47,8 @@ class GatoAgent:
 
   def __init__(self, model, layout: VocabLayout, spec: TaskSpec, text_tokenizer=None, *,
                context_length: int, greedy: bool = False, temperature: float = 1.0, seed: int = 0,
-               prompt_tokens: Optional[int] = None, roll_keep: float = 0.75, use_cache: bool = True):
+               prompt_tokens: Optional[int] = None, roll_keep: float = 0.75, use_cache: bool = True,
+               chunk_dtype: Optional[str] = None):
     options = model.options
     if context_length < 2:
       raise ValueError(f"context_length must be at least 2, got {context_length}")
@@ -67,16 +68,19 @@ class GatoAgent:
     self._max_image_tokens = int(getattr(options, "max_image_tokens", -1))
     self._ranges = np.asarray(action_token_ranges(spec.action, layout), np.int32).reshape(-1, 2)
     self._rng = jax.random.key(seed)
-    graphdef, self._params = decode.split(model)
+    # chunk_dtype: observation chunks and prefills multiply in this narrower dtype (decode.Weights).
+    graphdef, self._params = decode.split(model, chunk_dtype)
     vocab = decode.vocab_window(self._ranges)  # the only logits acting samples from
-    self._prefill_and_act = jax.jit(functools.partial(decode.prefill_and_act, graphdef, vocab=vocab),
+    images = decode.has_images(spec)
+    self._prefill_and_act = jax.jit(functools.partial(decode.prefill_and_act, graphdef, vocab=vocab, images=images),
                                     static_argnames=("max_length", "greedy"))
     self._init_cache = jax.jit(functools.partial(decode.init_cache, graphdef),
                                static_argnames=("batch_size", "max_length"))
-    self._act_cached = jax.jit(functools.partial(decode.act_cached, graphdef, vocab=vocab), static_argnames=("greedy",),
+    self._act_cached = jax.jit(functools.partial(decode.act_cached, graphdef, vocab=vocab, images=images),
+                               static_argnames=("greedy",),
                                donate_argnames=("cache",))
     self._act_uncached = jax.jit(functools.partial(decode.act_uncached, graphdef), static_argnames=("greedy",))
-    self._extend = jax.jit(functools.partial(decode.extend, graphdef), donate_argnames=("cache",))
+    self._extend = jax.jit(functools.partial(decode.extend, graphdef, images=images), donate_argnames=("cache",))
     # Without a global position embedding a token's keys and values do not depend on its slot, so the
     # prompt stays in slots [0, prompt_tokens) across rolls and only the latest steps are recomputed
     # (gato-serve does the same per session).

@@ -18,6 +18,7 @@ from gato_jax.acting import loading
 from gato_jax.acting.agent import GatoAgent
 from gato_jax.envs import registry
 from gato_jax.episodes import TaskSpec
+from gato_jax.model import options
 from gato_jax.tokenizers import TextTokenizer
 
 Episode = Mapping[str, Any]  # {"steps": {"observation": {...}, "action": [T, ...], "reward": [T]}}
@@ -44,6 +45,7 @@ def acting_settings(config, **overrides) -> dict:
       "temperature": float(e.get("temperature", 1.0)),
       "roll_keep": float(e.get("roll_keep", 0.75)),
       "seed": int(e.get("seed", 0)),
+      "chunk_dtype": options.chunk_dtype(config),
   }
   settings.update({k: v for k, v in overrides.items() if v is not None})
   return settings
@@ -77,7 +79,7 @@ class Agent:
     directory, or exported params (with `config=`). `task`: a registered task name or a TaskSpec;
     `prompt`: a demonstration episode of the task (its end conditions the agent), or None; `settings`
     override the config's eval section (context_length, prompt_tokens, greedy, temperature, roll_keep,
-    seed)."""
+    seed, chunk_dtype: a dtype name or None)."""
     loaded = loading.load(path, config, mesh)
     spec = task_spec(task)
     return cls(loaded.model, loaded.layout, spec, text_tokenizer_for(spec, sentencepiece_model), prompt=prompt,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gato_jax import partitioning
-from gato_jax.acting.decode import act_step, token_features
+from gato_jax.acting.decode import Weights, act_step, token_features
 from gato_jax.aot import hlo
 from gato_jax.model import loss_and_metrics
 from gato_jax.model.transformer import KVCache
@@ -89,7 +89,7 @@ def lower_act_step(program, config, mesh, batch_size: int, context_length: int):
   def step(params, layers, model_state, cache, chunk, ranges, rng, temperature):
     model = model_def.merge(params, jax.random.key(0), model_state)
     key = jax.random.wrap_key_data(rng)
-    return act_step(model, layers, cache, chunk, ranges, key, temperature, greedy=False)
+    return act_step(model, Weights(layers, layers), cache, chunk, ranges, key, temperature, greedy=False)
 
   state = program.abstract_state
   params, layers = _split_layers(state.params, n, mesh)

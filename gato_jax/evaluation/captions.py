@@ -43,14 +43,15 @@ def _generate(graphdef, params, prompt, rng, temperature, *, num_tokens, text_vo
   """Prefill the image tokens, then `num_tokens` TEXT tokens, each fed back: ids [B, num_tokens].
   The layers are separate buffers (decode.split), as in acting: a scanned preset's stacked weights
   and caches are not sliced and restacked at every token."""
-  model, layers = decode_lib.merge(graphdef, params)
+  model, weights = decode_lib.merge(graphdef, params)
   length = prompt["tokens"].shape[1] + num_tokens
-  logits, cache = model.prefill(prompt, max_length=length, last_only=True, layers=layers)
+  logits, cache = model.prefill(prompt, max_length=length, last_only=True, layers=weights.chunks)
 
   def one_token(carry, key):
     logits, cache = carry
     token = sample_restricted(logits[:, -1], 0, text_vocab_size, key, temperature, greedy)
-    logits, cache = model.decode(token_features(token, TokenKind.TEXT), cache, last_only=True, layers=layers)
+    logits, cache = model.decode(token_features(token, TokenKind.TEXT), cache, last_only=True,
+                                 layers=weights.tokens, images=False)
     return (logits, cache), token
 
   _, tokens = jax.lax.scan(one_token, (logits, cache), jax.random.split(rng, num_tokens))

@@ -12,6 +12,7 @@ from gato_jax.acting import agent as agent_lib
 from gato_jax.evaluation import datasets, replay, report as report_lib, rollout, scores
 from gato_jax.evaluation.context import EvalContext
 from gato_jax.evaluation.options import EvalSpec
+from gato_jax.model import options as model_options
 
 SCALARS = ("normalized_score", "mean_return", "success_rate")
 
@@ -58,7 +59,8 @@ class ControlEvaluator:
     else:
       agent = agent_lib.GatoAgent(model, self.context.layout, ds.spec, text, context_length=length,
                                   greedy=e.greedy, temperature=e.temperature, seed=e.seed,
-                                  prompt_tokens=prompt_tokens, roll_keep=e.roll_keep)
+                                  prompt_tokens=prompt_tokens, roll_keep=e.roll_keep,
+                                  chunk_dtype=model_options.chunk_dtype(c))
       actor = agent_lib.GatoActor(agent, demos, seed=e.seed)
     if e.max_steps and e.max_steps < ds.task.max_steps:
       logging.warning("%s: episodes capped at %d steps, below the %d of the data: the expert and random "

@@ -87,14 +87,15 @@ class Gato(nnx.Module):
                    valid=jnp.zeros((batch_size, max_length), bool), index=jnp.zeros((), jnp.int32))
 
   def decode(self, features, cache: KVCache, *, last_only: bool = False, layers=None,
-             vocab: tuple[int, int] | None = None):
+             vocab: tuple[int, int] | None = None, images: bool = True):
     """Feeds a chunk of S >= 1 positions after what `cache` holds; returns (logits, cache).
 
     Deterministic (evaluation mode). logits: float32 [B, S, vocab] (or [B, 1, vocab] with
     last_only), position s predicting the token after it, identical to the full causal pass over
     the cached sequence. PAD positions are written but never attended. Writing past the cache's end
     cannot raise under jit: logits of a chunk that does not fit are NaN, and the caller must roll
-    the window first (see gato_jax/model/__init__.py).
+    the window first (see gato_jax/model/__init__.py). images=False: the chunk holds no IMAGE token,
+    so the patch ResNet is not run (EmbeddingFunction).
     """
     batch, length = check_features(features, self.options, where="Gato.decode")
     if cache.batch_size != batch:
@@ -104,7 +105,7 @@ class Gato(nnx.Module):
                        f"max_length={cache.max_length}")
     index = cache.index
     positions = index + jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-    x = self.embedding(features, positions=positions)
+    x = self.embedding(features, positions=positions, images=images)
 
     valid = jax.lax.dynamic_update_slice(cache.valid, features["kinds"] != TokenKind.PAD, (0, index))
     slots = jnp.arange(cache.max_length)
@@ -120,10 +121,11 @@ class Gato(nnx.Module):
     new_cache = KVCache(key=keys, value=values, valid=valid, index=index + length)
     return logits, new_cache
 
-  def prefill(self, features, *, max_length: int | None = None, last_only: bool = False, layers=None):
+  def prefill(self, features, *, max_length: int | None = None, last_only: bool = False, layers=None,
+              images: bool = True):
     """A fresh cache of `max_length` slots filled with `features`: (logits, cache)."""
     cache = self.init_cache(features["tokens"].shape[0], max_length)
-    return self.decode(features, cache, last_only=last_only, layers=layers)
+    return self.decode(features, cache, last_only=last_only, layers=layers, images=images)
 
 
 def loss_and_metrics(logits, batch):

@@ -79,7 +79,8 @@ def build_engine() -> tuple[Engine, dict]:
   return Engine(loaded.model, loaded.layout, max_sessions=_MAX_SESSIONS.value,
                 context_length=settings["context_length"], prompt_tokens=settings["prompt_tokens"],
                 greedy=settings["greedy"], temperature=settings["temperature"], roll_keep=settings["roll_keep"],
-                batch_wait_s=_BATCH_WAIT.value / 1e3, tokenizer_for=tokenizers(loaded.layout, loaded.model.options, _SENTENCEPIECE.value)), info
+                batch_wait_s=_BATCH_WAIT.value / 1e3, chunk_dtype=settings["chunk_dtype"],
+                tokenizer_for=tokenizers(loaded.layout, loaded.model.options, _SENTENCEPIECE.value)), info
 
 
 def main(argv) -> None:

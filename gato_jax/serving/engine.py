@@ -82,7 +82,8 @@ class Engine:
 
   def __init__(self, model, layout, *, max_sessions: int, context_length: int, prompt_tokens: int,
                greedy: bool, temperature: float, roll_keep: float = 0.75, batch_wait_s: float = 0.002,
-               tokenizer_for: Callable[[str], StepTokenizer], on_batch: Optional[Callable[[int, float], None]] = None):
+               tokenizer_for: Callable[[str], StepTokenizer], on_batch: Optional[Callable[[int, float], None]] = None,
+               chunk_dtype: Optional[str] = None):
     self.layout = layout
     self.max_sessions = int(max_sessions)
     self.context_length, self.prompt_tokens = int(context_length), int(prompt_tokens)
@@ -90,10 +91,11 @@ class Engine:
     self.batch_wait_s = float(batch_wait_s)
     self.tokenizer_for = tokenizer_for  # task name -> StepTokenizer, RequestError when unknown
     self.on_batch = on_batch  # (rows, seconds) after each call: the server's metrics
-    graphdef, self._params = decode.split(model)
-    self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy", "vocab"),
+    graphdef, self._params = decode.split(model, chunk_dtype)  # chunk_dtype: see decode.Weights
+    self._act = jax.jit(functools.partial(decode.pool_act, graphdef), static_argnames=("greedy", "vocab", "images"),
                         donate_argnames=("pool",))
-    self._extend = jax.jit(functools.partial(decode.pool_extend, graphdef), donate_argnames=("pool",))
+    self._extend = jax.jit(functools.partial(decode.pool_extend, graphdef), static_argnames=("images",),
+                           donate_argnames=("pool",))
     # A prompt stays in its slot across window rolls, and only the kept steps are recomputed after
     # it: exact when positions are not embedded (position_embedding "none": a slot's attention does
     # not depend on where it sits), and it saves recomputing prompt_tokens positions per roll.
@@ -189,7 +191,7 @@ class Engine:
       return 0
     length = 1 + sum(f.size for _, f in tokenizer.spec.observation_fields())  # the separator
     ranges = jnp.asarray(np.asarray(action_token_ranges(tokenizer.spec.action, self.layout), np.int32).reshape(-1, 2))
-    shapes = 0
+    images, shapes = decode.has_images(tokenizer.spec), 0
     with self._lock:  # the loop thread owns the pool: run while it waits
       for rows in sorted({_bucket(n) for n in range(1, self.max_sessions + 1)}):
         for chunk_len in (length, length + 1):
@@ -197,13 +199,13 @@ class Engine:
           zeros = jnp.zeros(rows, jnp.int32)
           _, self._pool, _ = self._act(self._params, self._pool, zeros + self._scratch, chunk, ranges,
                                        zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
-                                       greedy=self.greedy, vocab=decode.vocab_window(ranges))
+                                       greedy=self.greedy, vocab=decode.vocab_window(ranges), images=images)
           shapes += 1
         # The re-prefills of `rows` sessions (lengths do not depend on the chunk: _roll_lengths).
         for context_len in self._roll_lengths(self._roll_budget(length, len(ranges))):
           context = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, context_len, left=True).items()}
           self._pool = self._extend(self._params, self._pool, jnp.full(rows, self._scratch, jnp.int32),
-                                    jnp.zeros(rows, jnp.int32), context)
+                                    jnp.zeros(rows, jnp.int32), context, images=images)
           shapes += 1
     return shapes
 
@@ -284,7 +286,7 @@ class Engine:
     kept prompts, the prompt (its first fill) and the budget after it (its later rolls)."""
     return {budget} | ({self.prompt_tokens, budget - self.prompt_tokens} if self._keeps_prompt(budget) else set())
 
-  def _roll(self, sessions: list[Session], budget: int) -> None:
+  def _roll(self, sessions: list[Session], budget: int, images: bool) -> None:
     """Refills the sessions' slots, grouped by context length (or empties them): the first fill of a
     prompted slot is its prompt at [0, prompt_tokens), later rolls recompute only the latest steps after
     it; without a kept prompt, the prompt and the latest steps fill [0, budget)."""
@@ -312,7 +314,7 @@ class Engine:
       padded = {k: v[:, None] for k, v in stream_lib.pad([c for _, _, c in members], length, left=True).items()}
       slots = [self._scratch if s is None else s.slot for s, _, _ in members]
       self._pool = self._extend(self._params, self._pool, jnp.asarray(slots, jnp.int32),
-                                jnp.asarray([start for _, start, _ in members], jnp.int32), padded)
+                                jnp.asarray([start for _, start, _ in members], jnp.int32), padded, images=images)
       for session, start, _ in members:
         if session is not None:
           session.cache_len = start + length
@@ -320,7 +322,8 @@ class Engine:
   def _run(self, requests: list[_Request]) -> list[Any]:
     _, need = self._chunk_need(requests)
     budget = self._roll_budget(max(len(r.observation["tokens"]) for r in requests), len(requests[0].session.ranges))
-    self._roll([r.session for r in requests if r.session.cache_len + need > self.context_length], budget)
+    images = decode.has_images(requests[0].session.tokenizer.spec)
+    self._roll([r.session for r in requests if r.session.cache_len + need > self.context_length], budget, images)
     chunk_len, need = self._chunk_need(requests)
     rows = _bucket(len(requests))
     chunks = [r.session.history.chunk(r.observation) for r in requests]
@@ -333,7 +336,7 @@ class Engine:
     tokens, self._pool, finite = self._act(
         self._params, self._pool, jnp.asarray(slots, jnp.int32), chunk, jnp.asarray(requests[0].session.ranges),
         jnp.asarray(seeds, jnp.uint32), jnp.asarray(steps, jnp.int32), jnp.float32(self.temperature),
-        greedy=self.greedy, vocab=decode.vocab_window(requests[0].session.ranges))
+        greedy=self.greedy, vocab=decode.vocab_window(requests[0].session.ranges), images=images)
     tokens, finite = np.asarray(tokens), np.asarray(finite)
     actions = []
     for row, r in enumerate(requests):
