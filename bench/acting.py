@@ -32,10 +32,12 @@ allocated here are reported as such, not estimated.
 """
 
 import functools
+import gc
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 from absl import app, flags, logging
@@ -58,6 +60,8 @@ _BIG_PARAMS = flags.DEFINE_float("big_params", 2e8, "Above this many parameters,
 _ROLL_KEEPS = flags.DEFINE_list("roll_keeps", ["0.75", "0.5"], "GatoAgent.roll_keep values to time with the cache "
                                  "(share of L kept at a re-prefill; the first is config.eval's default).")
 _SERVE_PRESETS = flags.DEFINE_list("serve_presets", ["tiny_demo"], "Presets to time through gato-serve.")
+_SERVE_TASKS = flags.DEFINE_list("serve_tasks", list(serving_load.TASKS), "Tasks to time through gato-serve "
+                                  "(each is warmed at the server's start: minutes of compiling for a big preset).")
 _SESSIONS = flags.DEFINE_list("sessions", ["1", "4", "16", "64"], "Concurrent sessions through gato-serve.")
 _SERVE_STEPS = flags.DEFINE_integer("serve_steps", 20, "Timed steps per session through gato-serve.")
 _RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Rewrite acting.md from acting.json; measure nothing.")
@@ -241,9 +245,16 @@ def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   add_ratios(row)
   if preset in _SERVE_PRESETS.value:
     counts = [int(n) for n in _SESSIONS.value]
-    row["server"] = serving_load.bench_server(model, preset, counts, warmup=length // 44 + 3, steps=_SERVE_STEPS.value)
-    logging.info("%s server: %s", preset, row["server"])
-  del model, agent
+    with tempfile.TemporaryDirectory() as directory:
+      params = serving_load.export(model, directory)
+      del model, agent
+      gc.collect()
+      try:
+        row["server"] = serving_load.bench_server(params, preset, counts, warmup=length // 44 + 3,
+                                                  steps=_SERVE_STEPS.value, tasks=_SERVE_TASKS.value)
+      except Exception as e:  # pylint: disable=broad-except  # the batch-1 figures above are kept
+        row["server_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    logging.info("%s server: %s", preset, row.get("server", row.get("server_error")))
   return row
 
 
@@ -282,6 +293,8 @@ def markdown(result: dict) -> str:
                    f"{lim['limit_ms']:.1f} | {lim['x_limit']:.1f}x | {lim['roofline_ms']:.1f} | "
                    f"{lim['x_roofline']:.1f}x | {lim['read_limit_ms']:.1f} | {lim['x_read']:.1f}x |")
   lines += ["", twenty_hz(result)]
+  lines += [f"\n{r['preset']} through gato-serve failed: {r['server_error']}" for r in result["presets"]
+            if "server_error" in r]
   served = [r for r in result["presets"] if r.get("server")]
   if served:
     lines += ["", "Through gato-serve (loopback HTTP, greedy, N sessions stepping at once; clients in one process "

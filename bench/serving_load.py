@@ -31,7 +31,7 @@ def export(model, directory: str) -> str:
   return path
 
 
-def start_server(params: str, preset: str, directory: str, max_sessions: int, timeout_s: float = 600):
+def start_server(params: str, preset: str, directory: str, max_sessions: int, tasks=None, timeout_s: float = 1200):
   port_file = os.path.join(directory, "port")
   log = open(os.path.join(directory, "serve.log"), "w")  # pylint: disable=consider-using-with
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -39,7 +39,7 @@ def start_server(params: str, preset: str, directory: str, max_sessions: int, ti
                            f"--config={os.path.join(ROOT, 'experiments', preset + '.py')}",
                            "--config.model.dropout_rate=0.0", "--port=0", f"--port_file={port_file}",
                            f"--max_sessions={max_sessions}", "--greedy",
-                           f"--warm_tasks={','.join(TASKS)}"],
+                           f"--warm_tasks={','.join(tasks or TASKS)}"],
                           stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
   deadline = time.monotonic() + timeout_s
   while not os.path.exists(port_file):
@@ -101,13 +101,14 @@ def throughput(url: str, task: str, sessions: int, warmup: int, steps: int) -> d
           "ms_p50": float(np.median(latencies)), "ms_p90": float(np.percentile(latencies, 90))}
 
 
-def bench_server(model, preset: str, session_counts, warmup: int, steps: int) -> list[dict]:
-  """actions/s per task and session count (warm-up steps pass each session's first window roll)."""
+def bench_server(params: str, preset: str, session_counts, warmup: int, steps: int, tasks=None) -> list[dict]:
+  """actions/s per task and session count (warm-up steps pass each session's first window roll) of
+  the exported `params`: the caller drops its own copy of the model first, so that a big preset's
+  server (its pool of caches, its compiles) has the machine's memory."""
   with tempfile.TemporaryDirectory() as directory:
-    params = export(model, directory)
-    proc, url = start_server(params, preset, directory, max(session_counts))
+    proc, url = start_server(params, preset, directory, max(session_counts), tasks)
     try:
-      return [throughput(url, task, n, warmup, steps) for task in TASKS for n in session_counts]
+      return [throughput(url, task, n, warmup, steps) for task in (tasks or TASKS) for n in session_counts]
     finally:
       proc.terminate()
       proc.wait(120)
