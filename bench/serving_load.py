@@ -77,24 +77,31 @@ def throughput(url: str, task: str, sessions: int, warmup: int, steps: int) -> d
   latencies = []
 
   def run(i):
-    rng = np.random.default_rng(i)
-    for _ in range(warmup):
-      client.act(ids[i], _observation(rng, size))
-    barrier.wait()
-    for _ in range(steps):
-      start = time.perf_counter()
-      client.act(ids[i], _observation(rng, size))
-      latencies.append(1e3 * (time.perf_counter() - start))
-    barrier.wait()
+    try:
+      rng = np.random.default_rng(i)
+      for _ in range(warmup):
+        client.act(ids[i], _observation(rng, size))
+      barrier.wait()
+      for _ in range(steps):
+        start = time.perf_counter()
+        client.act(ids[i], _observation(rng, size))
+        latencies.append(1e3 * (time.perf_counter() - start))
+      barrier.wait()
+    except BaseException:
+      barrier.abort()  # the other sessions and the clock stop waiting for this one (BrokenBarrierError)
+      raise
 
   with concurrent.futures.ThreadPoolExecutor(sessions) as pool:
     futures = [pool.submit(run, i) for i in range(sessions)]
-    barrier.wait()
-    start = time.perf_counter()
-    barrier.wait()
-    seconds = time.perf_counter() - start
-    for f in futures:
-      f.result()
+    try:
+      barrier.wait()
+      start = time.perf_counter()
+      barrier.wait()
+      seconds = time.perf_counter() - start
+    finally:
+      for f in futures:  # the first session's own error, if one failed, rather than the broken barrier
+        if f.exception() is not None and not isinstance(f.exception(), threading.BrokenBarrierError):
+          raise f.exception()
   for i in ids:
     client.close(i)
   return {"task": task, "sessions": sessions, "steps": steps, "seconds": seconds, "actions_per_s": sessions * steps / seconds,

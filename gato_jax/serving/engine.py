@@ -12,7 +12,9 @@ Batching: the loop wakes on the first queued step and then waits up to `batch_wa
 open sessions' steps (it stops waiting as soon as every open, idle session has one queued), so
 sessions stepping in lockstep share a call instead of the first arrival always going alone.
 Compiled shapes: rows are rounded up to a power of two, and every re-prefill fills a slot to the same
-length (the whole roll budget, left-padded), so `warm` compiles every shape a task will need.
+length (the whole roll budget, left-padded), so `warm` compiles every shape a task will need. A
+re-prefill call takes at most PREFILL_POSITIONS positions (sessions that roll together beyond that go
+in several calls): its attention scores grow with rows x length x L.
 """
 
 import concurrent.futures
@@ -68,6 +70,21 @@ class _Request:
   session: Session
   observation: dict  # its token stream
   future: concurrent.futures.Future
+
+
+# Positions one re-prefill call fills at most (rows x context length): its attention scores are rows x
+# length x heads x L floats, and 64 gato_79m sessions rolling together (512 positions each) compiled to
+# 9.7 GB of temporaries, which took a 64-session server past 24 GB. 4096 positions still make M large.
+PREFILL_POSITIONS = 4096
+
+
+def _prefill_rows(length: int) -> int:
+  """Rows per re-prefill call of `length` positions at most: the largest power of two within
+  PREFILL_POSITIONS, at least 2 (_bucket's smallest)."""
+  rows = 2
+  while 2 * rows * length <= PREFILL_POSITIONS:
+    rows *= 2
+  return rows
 
 
 def _bucket(n: int) -> int:
@@ -201,8 +218,11 @@ class Engine:
                                        zeros.astype(jnp.uint32), zeros, jnp.float32(self.temperature),
                                        greedy=self.greedy, vocab=decode.vocab_window(ranges), images=images)
           shapes += 1
-        # The re-prefills of `rows` sessions (lengths do not depend on the chunk: _roll_lengths).
+        # The re-prefills of `rows` sessions (lengths do not depend on the chunk: _roll_lengths), as
+        # many rows as one call takes (_prefill_rows).
         for context_len in self._roll_lengths(self._roll_budget(length, len(ranges))):
+          if rows > _prefill_rows(context_len):
+            continue
           context = {k: v[:, None] for k, v in stream_lib.pad([None] * rows, context_len, left=True).items()}
           self._pool = self._extend(self._params, self._pool, jnp.full(rows, self._scratch, jnp.int32),
                                     jnp.zeros(rows, jnp.int32), context, images=images)
@@ -308,16 +328,19 @@ class Engine:
           session.cache_len = 0
           continue
       groups.setdefault(length, []).append((session, start, context))
-    for length, members in groups.items():
-      rows = _bucket(len(members))
-      members += [(None, 0, members[0][2])] * (rows - len(members))  # padding rows: the scratch slot
-      padded = {k: v[:, None] for k, v in stream_lib.pad([c for _, _, c in members], length, left=True).items()}
-      slots = [self._scratch if s is None else s.slot for s, _, _ in members]
-      self._pool = self._extend(self._params, self._pool, jnp.asarray(slots, jnp.int32),
-                                jnp.asarray([start for _, start, _ in members], jnp.int32), padded, images=images)
-      for session, start, _ in members:
-        if session is not None:
-          session.cache_len = start + length
+    for length, group in groups.items():
+      most = _prefill_rows(length)
+      for first in range(0, len(group), most):
+        members = group[first:first + most]
+        rows = _bucket(len(members))
+        members += [(None, 0, members[0][2])] * (rows - len(members))  # padding rows: the scratch slot
+        padded = {k: v[:, None] for k, v in stream_lib.pad([c for _, _, c in members], length, left=True).items()}
+        slots = [self._scratch if s is None else s.slot for s, _, _ in members]
+        self._pool = self._extend(self._params, self._pool, jnp.asarray(slots, jnp.int32),
+                                  jnp.asarray([start for _, start, _ in members], jnp.int32), padded, images=images)
+        for session, start, _ in members:
+          if session is not None:
+            session.cache_len = start + length
 
   def _run(self, requests: list[_Request]) -> list[Any]:
     _, need = self._chunk_need(requests)
