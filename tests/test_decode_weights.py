@@ -96,3 +96,24 @@ def test_a_bad_chunk_dtype_names_the_key():
   config.eval.chunk_dtype = "auto"
   config.eval.dtype = "bfloat16"  # a bfloat16 model has nothing narrower to use
   assert options.chunk_dtype(config, "cpu") is None
+
+
+def test_action_tokens_of_a_batch_read_the_narrow_copy_and_batch_one_the_float32_weights(tiny):
+  config, model = tiny
+  graphdef, params = decode.split(model, "bfloat16")
+  weights = params[1]
+  assert weights.for_rows(1) is weights.tokens and weights.for_rows(2) is weights.chunks
+  ranges = jnp.asarray([[10, 20]], jnp.int32)
+
+  def step(batch):
+    cache = model.init_cache(batch, 32)
+    chunk = {k: jnp.asarray(v[:batch]) for k, v in model_inputs(tiny_batch(config), 0, 5).items()}
+    act = lambda params, cache, chunk: decode.act_cached(graphdef, params, cache, chunk, ranges, jax.random.key(0),
+                                                         jnp.float32(1.0), greedy=True)
+    return str(jax.make_jaxpr(act)(params, cache, chunk))
+
+  # The 5-position chunk multiplies in bfloat16 at any batch; the action tokens ([B, 1, E] activations)
+  # in float32 at batch 1 and in bfloat16 at batch 2.
+  one, two = step(1), step(2)
+  assert "bf16[1,5,32]" in one and "bf16[1,1,32]" not in one
+  assert "bf16[2,5,32]" in two and "bf16[2,1,32]" in two

@@ -52,15 +52,21 @@ def sample_restricted(logits, lo, hi, rng, temperature, greedy: bool):
 class Weights(NamedTuple):
   """The decoder layers' parameters for the two kinds of decode call.
 
-  tokens  one position per row (action tokens): matrix-vector products, bound by reading the
-          weights, which stay in their own dtype (a bfloat16 product at one row ran 6.6x slower than
-          float32 on the AMX host: no matrix unit for a vector).
-  chunks  many positions per row (observation chunks, prefills): the same arrays, or a copy of the
-          matrices in a narrower `chunk_dtype`, which model/transformer.py's `matmul` multiplies in
-          that dtype with float32 accumulation (gato_79m's 41-position chunk 69 -> 42 ms on AMX).
+  tokens  one position in all (an action token at batch 1): matrix-vector products, bound by reading
+          the weights, which stay in their own dtype (a bfloat16 product at one row ran 10x slower
+          than float32 on the AMX host: no matrix unit for a vector).
+  chunks  more than one position (observation chunks, prefills, and action tokens of a batch): the same
+          arrays, or a copy of the matrices in a narrower `chunk_dtype`, which model/transformer.py's
+          `matmul` multiplies in that dtype with float32 accumulation. On the AMX host 16 [M, 768] x
+          [768, 2048] products took, float32 / bfloat16: M=1 2.4 / 24 ms, M=2 3.3 / 2.3, M=16 7.2 /
+          2.4, M=64 14.1 / 4.2; gato_79m's 41-position chunk 69 -> 42 ms.
   """
   tokens: list
   chunks: list
+
+  def for_rows(self, rows: int) -> list:
+    """The layers for a call of `rows` positions in all (static)."""
+    return self.tokens if rows == 1 else self.chunks
 
 
 def split(model, chunk_dtype=None) -> tuple[nnx.GraphDef, tuple]:
@@ -104,13 +110,16 @@ def vocab_window(ranges) -> tuple[int, int]:
 
 
 def act_step(model, weights: Weights, cache, chunk, ranges, rng, temperature, greedy: bool, vocab=None,
-             images: bool = True):
+             images: bool = True, rows: int | None = None):
   """Chunk [B, S] into the cache, then the A action tokens one at a time: ([B, A] ids, cache).
 
   The chunk is the previous step's last action token (when it is not in the cache yet), the
   observation and the separator. This step's last action token is sampled but not written: it opens
   the next step's chunk, which saves one decode call per step (half of them for 1-token actions).
+  `rows`: the rows an action-token call multiplies at once, when a vmap hides them (pool_act); the
+  batch otherwise. It picks the action tokens' weights (Weights.for_rows).
   """
+  token_layers = weights.for_rows(rows or chunk["tokens"].shape[0])
   start = 0 if vocab is None else vocab[0]
   ranges = ranges - start  # ids relative to the logits' first one
   logits, cache = model.decode(chunk, cache, last_only=True, layers=weights.chunks, vocab=vocab, images=images)
@@ -121,7 +130,7 @@ def act_step(model, weights: Weights, cache, chunk, ranges, rng, temperature, gr
     token = sample_restricted(logits[:, -1], lo, hi, key, temperature, greedy) + start
     finite &= jnp.isfinite(logits).all()
     logits, cache = model.decode(token_features(token, TokenKind.ACTION), cache,
-                                 last_only=True, layers=weights.tokens, vocab=vocab, images=False)
+                                 last_only=True, layers=token_layers, vocab=vocab, images=False)
     return (logits, cache, finite), token
 
   keys = jax.random.split(rng, ranges.shape[0])
@@ -219,7 +228,7 @@ def pool_act(graphdef, params, pool, slots, chunks, ranges, seeds, steps, temper
 
   def one(cache, chunk, seed, step):
     key = jax.random.fold_in(jax.random.key(seed), step)
-    return act_step(model, weights, cache, chunk, ranges, key, temperature, greedy, vocab, images)
+    return act_step(model, weights, cache, chunk, ranges, key, temperature, greedy, vocab, images, rows=slots.shape[0])
 
   tokens, caches, finite = jax.vmap(one)(caches, chunks, seeds, steps)
   pool = jax.tree.map(lambda p, c: p.at[slots].set(c), pool, caches)

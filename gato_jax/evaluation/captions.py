@@ -51,7 +51,7 @@ def _generate(graphdef, params, prompt, rng, temperature, *, num_tokens, text_vo
     logits, cache = carry
     token = sample_restricted(logits[:, -1], 0, text_vocab_size, key, temperature, greedy)
     logits, cache = model.decode(token_features(token, TokenKind.TEXT), cache, last_only=True,
-                                 layers=weights.tokens, images=False)
+                                 layers=weights.for_rows(token.shape[0]), images=False)
     return (logits, cache), token
 
   _, tokens = jax.lax.scan(one_token, (logits, cache), jax.random.split(rng, num_tokens))
