@@ -307,10 +307,11 @@ def markdown(result: dict) -> str:
         one.setdefault(s_["task"], s_["actions_per_s"])
         lines.append(f"| {r['preset']} | {s_['task']} | {s_['sessions']} | {s_['actions_per_s']:.1f} | "
                      f"{s_['actions_per_s'] / one[s_['task']]:.1f}x | {s_['ms_p50']:.0f} | {s_['ms_p90']:.0f} |")
-  lines += ["", "Chunks in: the dtype of the many-position calls (the observation chunk, window prefills; "
+  lines += ["", "Chunks in: the dtype of the calls of more than one position (the observation chunk, window prefills; "
             "config.eval.chunk_dtype, auto: bfloat16 products with float32 accumulation for a float32 model on a "
-            "CPU with AMX); action tokens are float32 always. The limits count the chunk call reading that "
-            "copy of the layer matrices; the roofline still puts its matmuls at the float32 peak.", "",
+            "CPU with AMX); an action token at batch 1 is float32, those of a batch (gato-serve's rows) use the "
+            "bfloat16 copy too. The limits count the chunk call reading that copy of the layer matrices; the "
+            "roofline still puts its matmuls at the float32 peak.", "",
             "Cached: the observation chunk and each action token through the KV cache; a full window "
             "is re-prefilled with the prompt and the latest steps within roll_keep x L (that prefill is in "
             "the amortised column). Re-encoding: one full causal pass over the L-token window per action "

@@ -132,9 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Compute dtype of a loaded checkpoint when acting, serving or evaluating: auto = float32 on CPU (no
   # fast bfloat16 matmul there), config.model.dtype on TPU / GPU. Parameters are unchanged.
   c.eval.dtype = "auto"
-  # Dtype of acting's many-position calls (observation chunks, window prefills; the action tokens stay
-  # in eval.dtype): auto = bfloat16 with float32 accumulation for a float32 model on a CPU with AMX
-  # (gato_79m's 41-token chunk 69 -> 42 ms), else eval.dtype; "none" = always eval.dtype.
+  # Dtype of acting's calls of more than one position (observation chunks, window prefills, action
+  # tokens of a batch; an action token at batch 1 stays in eval.dtype): auto = bfloat16 with float32
+  # accumulation for a float32 model on a CPU with AMX (gato_79m's 41-token chunk 69 -> 42 ms), else
+  # eval.dtype; "none" = always eval.dtype.
   c.eval.chunk_dtype = "auto"
   c.eval.seed = 0  # action sampling and prompt choice; env seeds: data_pipelines' evaluation range
   c.eval.num_envs = 10  # episodes of a task run side by side (one batched decode per step)

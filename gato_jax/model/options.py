@@ -159,13 +159,14 @@ def host_has_amx() -> bool:
 
 
 def chunk_dtype(config, backend: str | None = None) -> str | None:
-  """config.eval.chunk_dtype resolved to the dtype acting's many-position calls (observation chunks,
-  prefills) multiply in, or None for the inference dtype itself (acting/decode.py's Weights).
+  """config.eval.chunk_dtype resolved to the dtype acting's calls of more than one position multiply in
+  (observation chunks, prefills, the action tokens of a batch), or None for the inference dtype
+  itself (acting/decode.py's Weights).
 
   "auto" is bfloat16 (with float32 accumulation) when a float32 model acts on a CPU with AMX: there a
-  41-position gato_79m chunk took 42 ms against 69 in float32 (the action tokens, one position each,
-  stay float32, where bfloat16 was 3x slower); elsewhere None. Any dtype name is used as given
-  (costing a second copy of the layer matrices); "none" turns it off."""
+  41-position gato_79m chunk took 42 ms against 69 in float32 (an action token at batch 1, one
+  position, stays float32, where bfloat16 was 10x slower); elsewhere None. Any dtype name is used as
+  given (costing a second copy of the layer matrices); "none" turns it off."""
   requested = str(config.get("eval", {}).get("chunk_dtype", "auto"))
   if requested == "none":
     return None
