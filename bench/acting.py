@@ -193,6 +193,7 @@ def add_ratios(row: dict) -> None:
 
 def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from gato_jax.acting import decode  # pylint: disable=g-import-not-at-top
   from gato_jax.acting.agent import GatoAgent  # pylint: disable=g-import-not-at-top
   from gato_jax.model import options  # pylint: disable=g-import-not-at-top
   config = load_config(preset)
@@ -213,7 +214,7 @@ def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
   row["init_s"] = time.perf_counter() - start
   rng = np.random.default_rng(0)
   # As gato-eval and gato-serve act (config.eval.chunk_dtype "auto"): bfloat16 chunks on an AMX host.
-  chunk_dtype = options.chunk_dtype(options.for_inference(config))
+  chunk_dtype = options.chunk_dtype(config)
   row["chunk_dtype"] = chunk_dtype or "float32"
   agent = functools.partial(GatoAgent, model, layout, SPEC, context_length=length, greedy=True,
                             chunk_dtype=chunk_dtype)
@@ -236,11 +237,12 @@ def bench_preset(preset: str, bandwidth: float, peak_flops: float) -> dict:
     row["uncached"] = time_agent(agent(use_cache=False), rng, 1, _UNCACHED_STEPS.value)
   logging.info("%s uncached: %s", preset, row["uncached"])
   row["speedup"] = {k: row["uncached"]["ms_mean"] / c["ms_mean"] for k, c in row["cached"].items()}
-  saved = 0
-  if chunk_dtype is not None:  # decode.narrowed's matrices: the stacked layers' arrays of rank 3 and up
-    narrow = np.dtype(jax.numpy.dtype(chunk_dtype)).itemsize
-    saved = sum(x.size * (x.dtype.itemsize - narrow) for x in jax.tree.leaves(nnx.state(model.sequence_model.layers, nnx.Param))
-                if x.ndim >= 3)
+  # Bytes the chunk call does not read: one layer's arrays against decode.narrowed's copy of them, per layer.
+  layer = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+                       nnx.state(model.sequence_model.layers, nnx.Param))
+  size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  narrow = jax.eval_shape(functools.partial(decode.narrowed, dtype=chunk_dtype), layer)
+  saved = config.model.num_layers * (size(layer) - size(narrow))
   row["limit"] = step_limit(config, row["params"], row["sequence_model_params"], bandwidth, peak_flops, saved)
   add_ratios(row)
   if preset in _SERVE_PRESETS.value:

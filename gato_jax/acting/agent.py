@@ -68,7 +68,8 @@ class GatoAgent:
     self._max_image_tokens = int(getattr(options, "max_image_tokens", -1))
     self._ranges = np.asarray(action_token_ranges(spec.action, layout), np.int32).reshape(-1, 2)
     self._rng = jax.random.key(seed)
-    # chunk_dtype: observation chunks and prefills multiply in this narrower dtype (decode.Weights).
+    # chunk_dtype: calls of more than one position (chunks, prefills, a batch's action tokens)
+    # multiply in this narrower dtype (decode.Weights).
     graphdef, self._params = decode.split(model, chunk_dtype)
     vocab = decode.vocab_window(self._ranges)  # the only logits acting samples from
     images = decode.has_images(spec)
